@@ -1,0 +1,1 @@
+//! (being written) Reader for PyTorch zip checkpoints (`pytorch_model.bin`).

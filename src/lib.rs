@@ -1,0 +1,22 @@
+//! blockffn: exact BlockFFN Mixture-of-Experts inference, natively and in WebAssembly.
+//!
+//! Start at [`package::load_dir`] (native) or [`package::model_from_parts`] (any target), then
+//! [`generate::generate`] or [`model::Model::forward`].
+
+pub mod config;
+#[cfg(feature = "convert")]
+pub mod convert;
+pub mod error;
+pub mod generate;
+pub mod kernels;
+pub mod layout;
+pub mod metrics;
+pub mod model;
+pub mod package;
+pub mod sampling;
+pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,108 @@
+//! The BlockFFN layer for one token: router `RMSNorm(ReLU(W_r x))`, then non-gated experts
+//! `W_down,i · (SiLU(W_up,i x) · score_i)` summed over experts.
+//!
+//! An expert is active iff its ReLU output is > 0 (never decided from the sign of the normalised
+//! score: router-norm weights may be negative). Skipping inactive experts is exact, so the sparse
+//! path is the default; the dense path computes every expert and is kept for comparison.
+
+use crate::config::RouterNorm;
+use crate::kernels::{axpy_rows, axpy_rows_dense, matvec, silu};
+use crate::weights::{TensorInfo, WeightStore};
+
+pub(crate) struct BlockFfnWeights {
+    pub router: TensorInfo,
+    pub router_norm: Option<TensorInfo>,
+    /// `[Ne·de, H]`, expert i in rows i·de..(i+1)·de.
+    pub up: TensorInfo,
+    /// `[Ne·de, H]` (runtime layout: transposed down projection, expert-major rows).
+    pub down_t: TensorInfo,
+}
+
+pub(crate) struct BlockFfnParams {
+    pub experts: usize,
+    pub expert_size: usize,
+    pub norm: RouterNorm,
+    pub norm_scale: f32,
+    pub eps: f32,
+}
+
+/// Router scores for one token. Returns the scores (0 for inactive experts) and fills `active`
+/// with the sorted ids of experts whose ReLU output is > 0.
+pub(crate) fn route(
+    w: &BlockFfnWeights,
+    store: &WeightStore,
+    p: &BlockFfnParams,
+    x: &[f32],
+    active: &mut Vec<u16>,
+) -> Vec<f32> {
+    let mut a = vec![0.0; p.experts];
+    matvec(store.mat(&w.router), x, &mut a);
+    active.clear();
+    for (e, v) in a.iter_mut().enumerate() {
+        if *v > 0.0 {
+            active.push(e as u16);
+        } else {
+            *v = 0.0;
+        }
+    }
+    match p.norm {
+        RouterNorm::Rms => {
+            let g = store.f32s(w.router_norm.as_ref().expect("rms router has a norm weight"));
+            // RMS over all Ne entries, zeros included.
+            let ms = a.iter().map(|v| v * v).sum::<f32>() / p.experts as f32;
+            let inv = 1.0 / (ms + p.eps).sqrt();
+            for (v, &gw) in a.iter_mut().zip(g) {
+                *v = *v * inv * gw;
+            }
+        }
+        RouterNorm::Sum => {
+            let s: f32 = a.iter().sum();
+            let d = s * p.norm_scale + 1e-5;
+            a.iter_mut().for_each(|v| *v /= d);
+        }
+        RouterNorm::None => {}
+    }
+    a
+}
+
+/// Sparse FFN: only the active experts' up rows and down rows are read.
+pub(crate) fn forward_sparse(
+    w: &BlockFfnWeights,
+    store: &WeightStore,
+    p: &BlockFfnParams,
+    x: &[f32],
+    scores: &[f32],
+    active: &[u16],
+    out: &mut [f32],
+) {
+    let de = p.expert_size;
+    let (up, down) = (store.mat(&w.up), store.mat(&w.down_t));
+    out.iter_mut().for_each(|v| *v = 0.0);
+    let mut u = vec![0.0; de];
+    for &e in active {
+        let (r0, r1) = (e as usize * de, (e as usize + 1) * de);
+        matvec(up.row_range(r0, r1), x, &mut u);
+        let s = scores[e as usize];
+        u.iter_mut().for_each(|v| *v = silu(*v) * s);
+        axpy_rows(down.row_range(r0, r1), &u, out);
+    }
+}
+
+/// Dense FFN: every expert is computed and multiplied by its (possibly zero) score.
+pub(crate) fn forward_dense(
+    w: &BlockFfnWeights,
+    store: &WeightStore,
+    p: &BlockFfnParams,
+    x: &[f32],
+    scores: &[f32],
+    out: &mut [f32],
+) {
+    let de = p.expert_size;
+    let mut u = vec![0.0; p.experts * de];
+    matvec(store.mat(&w.up), x, &mut u);
+    for (e, block) in u.chunks_mut(de).enumerate() {
+        block.iter_mut().for_each(|v| *v = silu(*v) * scores[e]);
+    }
+    out.iter_mut().for_each(|v| *v = 0.0);
+    axpy_rows_dense(store.mat(&w.down_t), &u, out);
+}

@@ -1,0 +1,321 @@
+//! The BlockFFN / MiniCPM decoder: one readable path from token id to logits.
+//!
+//! ```text
+//! h = Embed[id] · scale_emb
+//! for each layer:  h += Attn(RMSNorm(h)) · scale_depth/√L
+//!                  h += FFN(RMSNorm(h))  · scale_depth/√L
+//! logits = LMHead(RMSNorm(h) / (hidden_size / dim_model_base))
+//! ```
+
+mod block_ffn;
+mod cache;
+mod dense_ffn;
+mod gqa;
+mod mla;
+
+pub use cache::KvCache;
+
+use cache::LayerCache;
+
+use crate::config::{Attention, Ffn, ModelConfig, RouterNorm};
+use crate::kernels::{matvec, rmsnorm, rope_inv_freq, row_to_f32};
+use crate::layout::tensor_table;
+use crate::weights::{DType, TensorInfo, WeightStore};
+use crate::{Error, Result};
+
+use block_ffn::{BlockFfnParams, BlockFfnWeights};
+use dense_ffn::DenseFfnWeights;
+use gqa::GqaWeights;
+use mla::MlaWeights;
+
+/// How the FFN is executed. Both give the same result to float rounding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FfnMode {
+    /// Only the experts active for the token are computed (exact).
+    #[default]
+    Sparse,
+    /// Every expert is computed, for comparison.
+    Dense,
+}
+
+/// Which logits a forward call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    Last,
+    All,
+}
+
+/// Result of running a span of tokens.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOut {
+    /// One vocab-sized vector per requested position.
+    pub logits: Vec<Vec<f32>>,
+    /// `active[position][layer]` = sorted ids of active experts (empty for dense-FFN models).
+    pub active: Vec<Vec<Vec<u16>>>,
+}
+
+enum AttnWeights {
+    Mla(MlaWeights),
+    Gqa(GqaWeights),
+}
+
+enum FfnWeights {
+    Block(BlockFfnWeights),
+    Dense(DenseFfnWeights),
+}
+
+struct Layer {
+    input_norm: TensorInfo,
+    post_norm: TensorInfo,
+    attn: AttnWeights,
+    ffn: FfnWeights,
+}
+
+pub struct Model {
+    config: ModelConfig,
+    store: WeightStore,
+    embed: TensorInfo,
+    lm_head: TensorInfo,
+    final_norm: TensorInfo,
+    layers: Vec<Layer>,
+    inv_freq: Vec<f32>,
+    ffn_params: Option<BlockFfnParams>,
+}
+
+impl Model {
+    /// Builds a model over runtime weights, checking that every tensor the config implies is
+    /// present with its exact shape and that there is nothing else.
+    pub fn new(config: ModelConfig, store: WeightStore) -> Result<Self> {
+        let table = tensor_table(&config);
+        let mut get = std::collections::HashMap::new();
+        for e in &table {
+            let dtype = if e.keep_f32 { Some(DType::F32) } else { None };
+            get.insert(e.rt_name.clone(), store.expect(&e.rt_name, &e.rt_shape, dtype)?);
+        }
+        if let Some(extra) = store.names().find(|n| !get.contains_key(*n)) {
+            return Err(Error::InvalidCheckpoint(format!(
+                "model.safetensors has tensor `{extra}` that the config does not use"
+            )));
+        }
+        let t = |name: String| get[&name].clone();
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let attn = match &config.attention {
+                Attention::Mla(d) => AttnWeights::Mla(MlaWeights {
+                    q_a: d.q_lora_rank.map(|_| {
+                        (t(format!("{p}.self_attn.q_a_proj.weight")), t(format!("{p}.self_attn.q_a_layernorm.weight")))
+                    }),
+                    q_b: if d.q_lora_rank.is_some() {
+                        t(format!("{p}.self_attn.q_b_proj.weight"))
+                    } else {
+                        t(format!("{p}.self_attn.q_proj.weight"))
+                    },
+                    kv_a: t(format!("{p}.self_attn.kv_a_proj_with_mqa.weight")),
+                    kv_a_norm: t(format!("{p}.self_attn.kv_a_layernorm.weight")),
+                    kv_b: t(format!("{p}.self_attn.kv_b_proj.weight")),
+                    o: t(format!("{p}.self_attn.o_proj.weight")),
+                }),
+                Attention::Vanilla { .. } => AttnWeights::Gqa(GqaWeights {
+                    q: t(format!("{p}.self_attn.q_proj.weight")),
+                    k: t(format!("{p}.self_attn.k_proj.weight")),
+                    v: t(format!("{p}.self_attn.v_proj.weight")),
+                    o: t(format!("{p}.self_attn.o_proj.weight")),
+                }),
+            };
+            let ffn = match config.ffn {
+                Ffn::Block { router_norm, .. } => FfnWeights::Block(BlockFfnWeights {
+                    router: t(format!("{p}.mlp.router_proj.weight")),
+                    router_norm: (router_norm == RouterNorm::Rms).then(|| t(format!("{p}.mlp.router_norm.weight"))),
+                    up: t(format!("{p}.mlp.up_proj")),
+                    down_t: t(format!("{p}.mlp.down_proj_t")),
+                }),
+                Ffn::Dense { gated, .. } => FfnWeights::Dense(DenseFfnWeights {
+                    gate: gated.then(|| t(format!("{p}.mlp.gate_proj.weight"))),
+                    up: t(format!("{p}.mlp.up_proj.weight")),
+                    down: t(format!("{p}.mlp.down_proj.weight")),
+                }),
+            };
+            layers.push(Layer {
+                input_norm: t(format!("{p}.input_layernorm.weight")),
+                post_norm: t(format!("{p}.post_attention_layernorm.weight")),
+                attn,
+                ffn,
+            });
+        }
+        let rope_dim = match &config.attention {
+            Attention::Mla(d) => d.qk_rope_head_dim,
+            Attention::Vanilla { head_dim, .. } => *head_dim,
+        };
+        let ffn_params = match config.ffn {
+            Ffn::Block { num_experts, expert_size, router_norm, norm_scale, .. } => Some(BlockFfnParams {
+                experts: num_experts,
+                expert_size,
+                norm: router_norm,
+                norm_scale,
+                eps: config.rms_norm_eps,
+            }),
+            Ffn::Dense { .. } => None,
+        };
+        Ok(Model {
+            inv_freq: rope_inv_freq(rope_dim, config.rope_theta),
+            embed: t("model.embed_tokens.weight".into()),
+            lm_head: if config.tie_word_embeddings {
+                t("model.embed_tokens.weight".into())
+            } else {
+                t("lm_head.weight".into())
+            },
+            final_norm: t("model.norm.weight".into()),
+            layers,
+            ffn_params,
+            config,
+            store,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Bytes of weights held (the runtime file size).
+    pub fn weight_bytes(&self) -> usize {
+        self.store.total_bytes()
+    }
+
+    /// True when the FFN is a BlockFFN (expert telemetry is meaningful).
+    pub fn has_experts(&self) -> bool {
+        self.ffn_params.is_some()
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l.attn {
+                AttnWeights::Mla(_) => LayerCache::Mla { latent: Vec::new(), k_pe: Vec::new() },
+                AttnWeights::Gqa(_) => LayerCache::Gqa { k: Vec::new(), v: Vec::new() },
+            })
+            .collect();
+        KvCache { layers, len: 0 }
+    }
+
+    /// Checks a span of ids before anything is computed, so a bad request never half-fills a cache.
+    pub fn check_ids(&self, cache: &KvCache, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::InvalidInput("no tokens to run: the prompt is empty".into()));
+        }
+        let v = self.config.vocab_size;
+        if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= v) {
+            return Err(Error::InvalidInput(format!(
+                "token id {id} at position {i} is out of range: this model's vocabulary has {v} ids (0..{})",
+                v - 1
+            )));
+        }
+        let max = self.config.max_position_embeddings;
+        if cache.len + ids.len() > max {
+            return Err(Error::InvalidInput(format!(
+                "{} tokens (+{} already in context) exceed the model's context of {max} tokens \
+                 (max_position_embeddings); shorten the prompt or reduce max tokens",
+                ids.len(),
+                cache.len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `ids` after what the cache holds, appending them to the cache.
+    pub fn forward(&self, cache: &mut KvCache, ids: &[u32], mode: FfnMode, logits: Logits) -> Result<ForwardOut> {
+        self.check_ids(cache, ids)?;
+        let mut out = ForwardOut::default();
+        for (i, &id) in ids.iter().enumerate() {
+            let want = match logits {
+                Logits::All => true,
+                Logits::Last => i + 1 == ids.len(),
+                Logits::None => false,
+            };
+            let (l, active) = self.step(cache, id, mode, want);
+            if let Some(l) = l {
+                out.logits.push(l);
+            }
+            out.active.push(active);
+        }
+        Ok(out)
+    }
+
+    /// One token through the whole model (ids already checked).
+    fn step(&self, cache: &mut KvCache, id: u32, mode: FfnMode, want_logits: bool) -> (Option<Vec<f32>>, Vec<Vec<u16>>) {
+        let cfg = &self.config;
+        let hsz = cfg.hidden_size;
+        let pos = cache.len;
+        let res_scale = cfg.residual_scale();
+        let mut h = vec![0.0; hsz];
+        row_to_f32(self.store.mat(&self.embed), id as usize, &mut h);
+        h.iter_mut().for_each(|v| *v *= cfg.scale_emb);
+
+        let mut x = vec![0.0; hsz];
+        let mut y = vec![0.0; hsz];
+        let mut actives = Vec::with_capacity(self.layers.len());
+        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            rmsnorm(&h, self.store.f32s(&layer.input_norm), cfg.rms_norm_eps, &mut x);
+            match (&layer.attn, lc, &cfg.attention) {
+                (AttnWeights::Mla(w), LayerCache::Mla { latent, k_pe }, Attention::Mla(d)) => mla::forward(
+                    w,
+                    &self.store,
+                    d,
+                    cfg.num_attention_heads,
+                    &self.inv_freq,
+                    pos,
+                    &x,
+                    latent,
+                    k_pe,
+                    &mut y,
+                ),
+                (AttnWeights::Gqa(w), LayerCache::Gqa { k, v }, Attention::Vanilla { num_key_value_heads, head_dim }) => {
+                    gqa::forward(
+                        w,
+                        &self.store,
+                        cfg.num_attention_heads,
+                        *num_key_value_heads,
+                        *head_dim,
+                        &self.inv_freq,
+                        pos,
+                        &x,
+                        k,
+                        v,
+                        &mut y,
+                    )
+                }
+                _ => unreachable!("cache and weights are built from the same config"),
+            }
+            h.iter_mut().zip(&y).for_each(|(a, b)| *a += b * res_scale);
+
+            rmsnorm(&h, self.store.f32s(&layer.post_norm), cfg.rms_norm_eps, &mut x);
+            let mut active = Vec::new();
+            match &layer.ffn {
+                FfnWeights::Block(w) => {
+                    let p = self.ffn_params.as_ref().expect("block FFN has params");
+                    let scores = block_ffn::route(w, &self.store, p, &x, &mut active);
+                    match mode {
+                        FfnMode::Sparse => block_ffn::forward_sparse(w, &self.store, p, &x, &scores, &active, &mut y),
+                        FfnMode::Dense => block_ffn::forward_dense(w, &self.store, p, &x, &scores, &mut y),
+                    }
+                }
+                FfnWeights::Dense(w) => dense_ffn::forward(w, &self.store, &x, &mut y),
+            }
+            h.iter_mut().zip(&y).for_each(|(a, b)| *a += b * res_scale);
+            actives.push(active);
+        }
+        cache.len += 1;
+
+        let logits = want_logits.then(|| {
+            rmsnorm(&h, self.store.f32s(&self.final_norm), cfg.rms_norm_eps, &mut x);
+            let div = cfg.logit_divisor();
+            x.iter_mut().for_each(|v| *v /= div);
+            let mut logits = vec![0.0; cfg.vocab_size];
+            matvec(self.store.mat(&self.lm_head), &x, &mut logits);
+            logits
+        });
+        (logits, actives)
+    }
+}
