@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything a fresh machine lacks to build, test and demo blockffn. Idempotent: each step
+# checks first and skips what is already there. Needs only Rust, Node and Python to start with.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+# 1) System packages: headless Chromium + driver (browser tests), Mesa Vulkan (native wgpu).
+#    Never Debian's binaryen: its wasm-opt 108 corrupts wasm-bindgen output.
+need_apt=()
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers libvulkan1)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# 2) Rust: wasm32 target, wasm-bindgen-cli equal to the pinned crate version, wasm-pack.
+rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || { log "rustup: wasm32 target"; rustup target add wasm32-unknown-unknown; }
+WBG_VER=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)".*/\1/p' Cargo.toml)
+if ! wasm-bindgen --version 2>/dev/null | grep -q " ${WBG_VER}\$"; then
+  log "cargo install wasm-bindgen-cli ${WBG_VER} (a few minutes)"
+  # no --locked: the locked tree names a crate version this registry mirror lacks
+  cargo install -q wasm-bindgen-cli --version "${WBG_VER}"
+fi
+if ! wasm-pack --version 2>/dev/null | grep -q "0.15.1"; then
+  log "cargo install wasm-pack 0.15.1 (a few minutes)"
+  cargo install -q wasm-pack --version 0.15.1 --locked
+fi
+
+# 3) Python: the PyTorch reference model and its tests.
+if ! python3 -c "import torch, tokenizers, safetensors, numpy, pytest" 2>/dev/null; then
+  log "pip: train/requirements.txt (torch is large: a few minutes)"
+  python3 -m pip install -q -r train/requirements.txt
+fi
+
+# 4) npm dev dependencies (Playwright driving the system Chromium, wasm-opt from npm binaryen).
+if [ -f package.json ] && [ ! -d node_modules ]; then
+  log "npm install"
+  npm install --no-audit --no-fund --silent
+fi
+log "ready: $(rustc --version), $(wasm-bindgen --version), $(node --version), chromium $(chromium --version 2>/dev/null | awk '{print $2}')"
