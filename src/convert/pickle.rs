@@ -87,18 +87,31 @@ impl Global {
                 .iter()
                 .find(|(s, _)| *s == n)
                 .map(|&(_, d)| Global::Storage(d))
-                .or_else(|| DTYPES.iter().find(|(s, _)| *s == n).map(|&(_, d)| Global::Dtype(d))),
+                .or_else(|| {
+                    DTYPES
+                        .iter()
+                        .find(|(s, _)| *s == n)
+                        .map(|&(_, d)| Global::Dtype(d))
+                }),
             _ => None,
         };
         found.ok_or_else(|| {
-            Error::UnsafePickle(format!(
-                "pickle references forbidden global `{}.{}`; a checkpoint may only reference \
-                 collections.OrderedDict, torch._utils._rebuild_tensor_v2 / _rebuild_parameter / \
-                 _rebuild_parameter_with_state and torch storage/dtype types, so this file was \
-                 refused without running anything (it may be malicious: do not torch.load it)",
-                printable(module),
-                printable(name)
-            ))
+            let what = format!("`{}.{}`", printable(module), printable(name));
+            Error::UnsafePickle(if module == "torch" || module.starts_with("torch.") {
+                format!(
+                    "pickle references global {what}, which is not on this reader's whitelist \
+                     (only dense tensors in torch.XStorage storages are supported; sparse, \
+                     quantized and other torch objects are refused)"
+                )
+            } else {
+                format!(
+                    "pickle references forbidden global {what}; a checkpoint may only reference \
+                     collections.OrderedDict, torch._utils._rebuild_tensor_v2 / \
+                     _rebuild_parameter / _rebuild_parameter_with_state and torch storage/dtype \
+                     types, so this file was refused without running anything (it may be \
+                     malicious: do not torch.load it)"
+                )
+            })
         })
     }
 
@@ -112,7 +125,10 @@ impl Global {
                 "torch._utils._rebuild_parameter_with_state".into()
             }
             Global::Storage(d) => {
-                let n = STORAGE_TYPES.iter().find(|(_, x)| x == d).map_or("?Storage", |(n, _)| n);
+                let n = STORAGE_TYPES
+                    .iter()
+                    .find(|(_, x)| x == d)
+                    .map_or("?Storage", |(n, _)| n);
                 format!("torch.{n}")
             }
             Global::Dtype(d) => {
@@ -156,7 +172,11 @@ pub enum Object {
     PersistentId(ObjId),
     /// An unevaluated call `func(*args)` (from `REDUCE`, `NEWOBJ`, `OBJ`, `INST`); `args` is a
     /// tuple, `state` what a later `BUILD` supplied.
-    Call { func: Global, args: ObjId, state: Option<ObjId> },
+    Call {
+        func: Global,
+        args: ObjId,
+        state: Option<ObjId>,
+    },
 }
 
 impl Object {
@@ -568,7 +588,10 @@ impl<'a> Parser<'a> {
 
     /// Pop everything above the innermost MARK, and the MARK.
     fn pop_mark(&mut self) -> Result<Vec<ObjId>> {
-        let m = self.marks.pop().ok_or_else(|| self.err("no MARK on the stack"))?;
+        let m = self
+            .marks
+            .pop()
+            .ok_or_else(|| self.err("no MARK on the stack"))?;
         Ok(self.stack.split_off(m))
     }
 
@@ -610,7 +633,9 @@ impl<'a> Parser<'a> {
             let (k, v) = (kv[0], kv[1]);
             let key = self.key_of(k);
             let index = self.dict_index.entry(dict).or_default();
-            let Object::Dict(items) = &mut self.objects[dict] else { unreachable!() };
+            let Object::Dict(items) = &mut self.objects[dict] else {
+                unreachable!()
+            };
             match key {
                 Some(key) => match index.get(&key) {
                     Some(&i) => items[i].1 = v,
@@ -691,7 +716,11 @@ impl<'a> Parser<'a> {
                 _ => Err(self.err("OrderedDict() takes at most one argument")),
             };
         }
-        Ok(self.new_obj(Object::Call { func: g, args, state: None }))
+        Ok(self.new_obj(Object::Call {
+            func: g,
+            args,
+            state: None,
+        }))
     }
 
     fn build(&mut self, target: ObjId, state: ObjId) -> Result<()> {
@@ -803,7 +832,9 @@ impl<'a> Parser<'a> {
                 b'f' => out.push(12),
                 b'v' => out.push(11),
                 b'x' => {
-                    let hex = inner.get(i..i + 2).ok_or_else(|| self.err("bad \\x escape"))?;
+                    let hex = inner
+                        .get(i..i + 2)
+                        .ok_or_else(|| self.err("bad \\x escape"))?;
                     let v = std::str::from_utf8(hex)
                         .ok()
                         .and_then(|h| u8::from_str_radix(h, 16).ok())
@@ -838,7 +869,9 @@ impl<'a> Parser<'a> {
             let c = line[i];
             if c == b'\\' && matches!(line.get(i + 1), Some(b'u' | b'U')) {
                 let n = if line[i + 1] == b'u' { 4 } else { 8 };
-                let hex = line.get(i + 2..i + 2 + n).ok_or_else(|| self.err("bad \\u escape"))?;
+                let hex = line
+                    .get(i + 2..i + 2 + n)
+                    .ok_or_else(|| self.err("bad \\u escape"))?;
                 let ch = std::str::from_utf8(hex)
                     .ok()
                     .and_then(|h| u32::from_str_radix(h, 16).ok())
@@ -910,8 +943,13 @@ impl<'a> Parser<'a> {
                     }
                 }
                 STOP => {
-                    let root = self.pop().map_err(|_| self.err("STOP with an empty stack"))?;
-                    return Ok(Pickle { objects: self.objects, root });
+                    let root = self
+                        .pop()
+                        .map_err(|_| self.err("STOP with an empty stack"))?;
+                    return Ok(Pickle {
+                        objects: self.objects,
+                        root,
+                    });
                 }
                 MARK => self.marks.push(self.stack.len()),
                 POP => {
@@ -1307,12 +1345,16 @@ mod tests {
         // OrderedDict() via GLOBAL+EMPTY_TUPLE+REDUCE, then SETITEMS, then BUILD with metadata,
         // and a duplicate key replacing the earlier value in place.
         let mut b = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(".to_vec();
-        b.extend_from_slice(b"X\x01\x00\x00\x00kK\x01X\x01\x00\x00\x00jK\x02X\x01\x00\x00\x00kK\x03u");
+        b.extend_from_slice(
+            b"X\x01\x00\x00\x00kK\x01X\x01\x00\x00\x00jK\x02X\x01\x00\x00\x00kK\x03u",
+        );
         b.extend_from_slice(b"}X\x09\x00\x00\x00_metadataK\x00sb.");
         let p = parse(&b).unwrap();
         let d = p.as_dict(p.root()).unwrap();
-        let got: Vec<(&str, i64)> =
-            d.iter().map(|&(k, v)| (p.as_str(k).unwrap(), p.as_int(v).unwrap())).collect();
+        let got: Vec<(&str, i64)> = d
+            .iter()
+            .map(|&(k, v)| (p.as_str(k).unwrap(), p.as_int(v).unwrap()))
+            .collect();
         assert_eq!(got, vec![("k", 3), ("j", 2)]);
     }
 
@@ -1320,9 +1362,21 @@ mod tests {
     fn whitelisted_globals_resolve() {
         for (m, n, g) in [
             ("collections", "OrderedDict", Global::OrderedDict),
-            ("torch._utils", "_rebuild_tensor_v2", Global::RebuildTensorV2),
-            ("torch._utils", "_rebuild_parameter", Global::RebuildParameter),
-            ("torch._utils", "_rebuild_parameter_with_state", Global::RebuildParameterWithState),
+            (
+                "torch._utils",
+                "_rebuild_tensor_v2",
+                Global::RebuildTensorV2,
+            ),
+            (
+                "torch._utils",
+                "_rebuild_parameter",
+                Global::RebuildParameter,
+            ),
+            (
+                "torch._utils",
+                "_rebuild_parameter_with_state",
+                Global::RebuildParameterWithState,
+            ),
             ("torch", "BFloat16Storage", Global::Storage(Dtype::BF16)),
             ("torch", "HalfStorage", Global::Storage(Dtype::F16)),
             ("torch", "FloatStorage", Global::Storage(Dtype::F32)),
@@ -1355,13 +1409,26 @@ mod tests {
             ("torch", "UntypedStorage"),
             ("__builtin__", "getattr"),
         ] {
-            assert!(matches!(Global::resolve(m, n), Err(Error::UnsafePickle(_))), "{m}.{n}");
+            assert!(
+                matches!(Global::resolve(m, n), Err(Error::UnsafePickle(_))),
+                "{m}.{n}"
+            );
         }
+        let m = Global::resolve("torch._utils", "_rebuild_qtensor")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("`torch._utils._rebuild_qtensor`") && m.contains("whitelist"),
+            "{m}"
+        );
         // Control characters in the name are escaped in the message.
         let m = unsafe_msg(b"cos\x1b[2J\nsystem\n.");
         assert!(!m.contains('\x1b'), "{m}");
         // Extension registry codes.
-        assert!(matches!(parse(b"\x80\x02\x82\x01."), Err(Error::UnsafePickle(_))));
+        assert!(matches!(
+            parse(b"\x80\x02\x82\x01."),
+            Err(Error::UnsafePickle(_))
+        ));
     }
 
     #[test]
@@ -1394,7 +1461,10 @@ mod tests {
     #[test]
     fn huge_length_prefixes_are_refused_without_allocating() {
         let m = invalid(b"\x80\x02X\xff\xff\xff\xffabc");
-        assert!(m.contains("length prefix 4294967295 exceeds the 3 bytes left"), "{m}");
+        assert!(
+            m.contains("length prefix 4294967295 exceeds the 3 bytes left"),
+            "{m}"
+        );
         let m = invalid(b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\xffab");
         assert!(m.contains("exceeds the 2 bytes left"), "{m}");
         let m = invalid(b"\x80\x04\x8e\x00\x00\x00\x00\x00\x00\x00\x80ab");
@@ -1421,10 +1491,16 @@ mod tests {
     fn truncated_streams() {
         for cut in 0..PY_P2.len() {
             let m = invalid(&PY_P2[..cut]);
-            assert!(m.contains("truncated") || m.contains("exceeds"), "cut {cut}: {m}");
+            assert!(
+                m.contains("truncated") || m.contains("exceeds"),
+                "cut {cut}: {m}"
+            );
         }
         for cut in 0..PY_P4.len() {
-            assert!(matches!(parse(&PY_P4[..cut]), Err(Error::InvalidCheckpoint(_))), "{cut}");
+            assert!(
+                matches!(parse(&PY_P4[..cut]), Err(Error::InvalidCheckpoint(_))),
+                "{cut}"
+            );
         }
         let m = invalid(b"\x80\x02cos\nsys");
         assert!(m.contains("no terminating newline"), "{m}");
@@ -1446,12 +1522,14 @@ mod tests {
     #[test]
     fn persistent_ids_and_shared_memo_objects() {
         // [pid, pid] where the second is a memo reference to the first: same object id.
-        let b = b"\x80\x02](X\x07\x00\x00\x00storageq\x00ctorch\nFloatStorage\nq\x01X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQq\x02h\x02e.";
+        let b = b"\x80\x02]((X\x07\x00\x00\x00storageq\x00ctorch\nFloatStorage\nq\x01X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQq\x02h\x02e.";
         let p = parse(b).unwrap();
         let l = p.as_seq(p.root()).unwrap();
         assert_eq!(l.len(), 2);
         assert_eq!(l[0], l[1]);
-        let Object::PersistentId(pid) = p.get(l[0]) else { panic!() };
+        let Object::PersistentId(pid) = p.get(l[0]) else {
+            panic!()
+        };
         let t = p.as_seq(*pid).unwrap();
         assert_eq!(p.as_str(t[0]), Some("storage"));
         assert_eq!(p.get(t[1]), &Object::Global(Global::Storage(Dtype::F32)));

@@ -243,8 +243,8 @@ pub fn convert_dir(
         })
         .collect::<Result<_>>()?;
     let mut meta = HashMap::new();
-    meta.insert("format".to_string(), package::FORMAT.to_string());
-    meta.insert("format_version".to_string(), package::FORMAT_VERSION.to_string());
+    // One key only: safetensors writes metadata in hash order, and the output must be reproducible.
+    meta.insert("format".to_string(), format!("{}/{}", package::FORMAT, package::FORMAT_VERSION));
     let weights = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::InvalidCheckpoint(format!("cannot serialize weights: {e}")))?;
     drop(encoded);
