@@ -62,7 +62,10 @@ impl MlaDims {
 pub enum Attention {
     Mla(MlaDims),
     /// head_dim = hidden_size / num_attention_heads.
-    Vanilla { num_key_value_heads: usize, head_dim: usize },
+    Vanilla {
+        num_key_value_heads: usize,
+        head_dim: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,9 +119,7 @@ impl Keys<'_> {
     }
     fn f32(&self, key: &str) -> Result<f32> {
         let v = self.req(key)?;
-        let x = v
-            .as_f64()
-            .ok_or_else(|| Error::InvalidConfig(format!("`{key}` must be a number, got {v}")))?;
+        let x = v.as_f64().ok_or_else(|| Error::InvalidConfig(format!("`{key}` must be a number, got {v}")))?;
         if !x.is_finite() {
             return Err(Error::InvalidConfig(format!("`{key}` must be finite")));
         }
@@ -156,9 +157,7 @@ impl ModelConfig {
     pub fn from_json_str(text: &str) -> Result<Self> {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::InvalidConfig(format!("config.json is not valid JSON: {e}")))?;
-        let map = value
-            .as_object()
-            .ok_or_else(|| Error::InvalidConfig("config.json must be a JSON object".into()))?;
+        let map = value.as_object().ok_or_else(|| Error::InvalidConfig("config.json must be a JSON object".into()))?;
         Self::from_map(map)
     }
 
@@ -203,7 +202,7 @@ impl ModelConfig {
                     qk_rope_head_dim: k.pos_usize("qk_rope_head_dim")?,
                     v_head_dim: k.pos_usize("v_head_dim")?,
                 };
-                if dims.qk_rope_head_dim % 2 != 0 {
+                if !dims.qk_rope_head_dim.is_multiple_of(2) {
                     return Err(Error::InvalidConfig("`qk_rope_head_dim` must be even".into()));
                 }
                 Attention::Mla(dims)

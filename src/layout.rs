@@ -87,7 +87,9 @@ pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
                     t.push(same(format!("{p}.mlp.router_norm.weight"), vec![ne], true));
                 }
                 let (up_shape, down_shape, down_tf) = match layout {
-                    FfnType::Block => (vec![ne, de, h], vec![ne, h, de], Transform::TransposeDownBlocks { experts: ne }),
+                    FfnType::Block => {
+                        (vec![ne, de, h], vec![ne, h, de], Transform::TransposeDownBlocks { experts: ne })
+                    }
                     _ => (vec![ne * de, h], vec![h, ne * de], Transform::TransposeDown),
                 };
                 t.push(TensorEntry {

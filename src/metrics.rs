@@ -55,8 +55,7 @@ pub fn sparsity(segments: &[ActiveSets], num_experts: usize, windows: &[usize]) 
     let (mut sum, mut n) = (0.0f64, 0usize);
     for seg in segments {
         for pair in seg.windows(2) {
-            for l in 0..layers {
-                let (a, b) = (&pair[0][l], &pair[1][l]);
+            for (a, b) in pair[0].iter().zip(&pair[1]) {
                 if a.is_empty() {
                     continue;
                 }

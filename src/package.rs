@@ -44,7 +44,10 @@ impl Manifest {
         let m: Manifest = serde_json::from_str(text)
             .map_err(|e| Error::InvalidCheckpoint(format!("manifest.json is not a valid manifest: {e}")))?;
         if m.format != FORMAT {
-            return Err(Error::InvalidCheckpoint(format!("manifest.json has format \"{}\", expected \"{FORMAT}\"", m.format)));
+            return Err(Error::InvalidCheckpoint(format!(
+                "manifest.json has format \"{}\", expected \"{FORMAT}\"",
+                m.format
+            )));
         }
         if m.format_version != FORMAT_VERSION {
             return Err(Error::InvalidCheckpoint(format!(
@@ -133,8 +136,8 @@ pub fn load_dir(dir: &Path) -> Result<Package> {
 
     let config_bytes = read_small(dir, CONFIG_FILE)?;
     manifest.verify(CONFIG_FILE, &config_bytes)?;
-    let config_json = String::from_utf8(config_bytes)
-        .map_err(|_| Error::InvalidConfig("config.json is not UTF-8".into()))?;
+    let config_json =
+        String::from_utf8(config_bytes).map_err(|_| Error::InvalidConfig("config.json is not UTF-8".into()))?;
 
     let tokenizer_json = if manifest.files.contains_key(TOKENIZER_FILE) {
         let t = read_small(dir, TOKENIZER_FILE)?;
@@ -153,7 +156,8 @@ pub fn load_dir(dir: &Path) -> Result<Package> {
             "{WEIGHTS_FILE} is {len} bytes but manifest.json records {expected}; the file is truncated or replaced — download or convert it again"
         )));
     }
-    let mut buf = AlignedBuf::zeroed(usize::try_from(len).map_err(|_| Error::OutOfMemory("weights too large".into()))?)?;
+    let mut buf =
+        AlignedBuf::zeroed(usize::try_from(len).map_err(|_| Error::OutOfMemory("weights too large".into()))?)?;
     f.read_exact(buf.as_bytes_mut()).map_err(|e| Error::io(&wpath, e))?;
     manifest.verify(WEIGHTS_FILE, buf.as_bytes())?;
     let model = model_from_parts(&config_json, buf)?;

@@ -5,7 +5,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::{Error, Result};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SamplingParams {
     /// `None` or 0 → greedy (argmax).
     pub temperature: Option<f32>,
@@ -14,12 +14,6 @@ pub struct SamplingParams {
     /// > 1 discourages tokens already in the context (CTRL-style: positive logits divided, negative multiplied).
     pub repetition_penalty: Option<f32>,
     pub seed: u64,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        SamplingParams { temperature: None, top_k: None, top_p: None, repetition_penalty: None, seed: 0 }
-    }
 }
 
 impl SamplingParams {

@@ -17,10 +17,8 @@ impl Tokenizer {
 
     /// Ids of `text` with the BOS id first (added once, whether or not the tokenizer adds it itself).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::Tokenizer(format!("cannot encode the text: {e}")))?;
+        let enc =
+            self.inner.encode(text, true).map_err(|e| Error::Tokenizer(format!("cannot encode the text: {e}")))?;
         let mut ids = enc.get_ids().to_vec();
         if let Some(b) = self.bos {
             if ids.first() != Some(&b) {
@@ -32,18 +30,14 @@ impl Tokenizer {
 
     /// Ids of `text` without any special tokens.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(format!("cannot encode the text: {e}")))?;
+        let enc =
+            self.inner.encode(text, false).map_err(|e| Error::Tokenizer(format!("cannot encode the text: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| Error::Tokenizer(format!("cannot decode ids: {e}")))
+        self.inner.decode(ids, true).map_err(|e| Error::Tokenizer(format!("cannot decode ids: {e}")))
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -71,7 +71,11 @@ fn mode(dense: bool) -> FfnMode {
 impl Engine {
     /// Takes ownership of the weights in `weights` (the buffer is empty afterwards).
     #[wasm_bindgen(constructor)]
-    pub fn new(config_json: &str, weights: &mut WeightBuffer, tokenizer_json: Option<Vec<u8>>) -> Result<Engine, JsValue> {
+    pub fn new(
+        config_json: &str,
+        weights: &mut WeightBuffer,
+        tokenizer_json: Option<Vec<u8>>,
+    ) -> Result<Engine, JsValue> {
         let buf = weights
             .buf
             .take()
@@ -97,12 +101,14 @@ impl Engine {
     }
 
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, JsValue> {
-        let t = self.tokenizer.as_ref().ok_or_else(|| js_err(Error::Tokenizer("this model has no tokenizer".into())))?;
+        let t =
+            self.tokenizer.as_ref().ok_or_else(|| js_err(Error::Tokenizer("this model has no tokenizer".into())))?;
         t.encode(text).map_err(js_err)
     }
 
     pub fn detokenize(&self, ids: &[u32]) -> Result<String, JsValue> {
-        let t = self.tokenizer.as_ref().ok_or_else(|| js_err(Error::Tokenizer("this model has no tokenizer".into())))?;
+        let t =
+            self.tokenizer.as_ref().ok_or_else(|| js_err(Error::Tokenizer("this model has no tokenizer".into())))?;
         t.decode(ids).map_err(js_err)
     }
 

@@ -145,10 +145,13 @@ impl WeightStore {
         }
         let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
         if n > bytes.len() - 8 {
-            return Err(bad(format!("header of {n} bytes runs past the end of the {}-byte file (truncated?)", bytes.len())));
+            return Err(bad(format!(
+                "header of {n} bytes runs past the end of the {}-byte file (truncated?)",
+                bytes.len()
+            )));
         }
-        let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n])
-            .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+        let header: HashMap<String, serde_json::Value> =
+            serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
         let data_start = 8 + n;
         let data_len = bytes.len() - data_start;
         let mut tensors = HashMap::new();
@@ -175,7 +178,7 @@ impl WeightStore {
                 return Err(bad(format!("tensor `{name}` has shape {:?} but {} bytes", e.shape, b - a)));
             }
             let start = data_start + a;
-            if start % dtype.size() != 0 {
+            if !start.is_multiple_of(dtype.size()) {
                 return Err(bad(format!("tensor `{name}` is not aligned for {}; re-convert it", dtype.name())));
             }
             covered += b - a;
@@ -225,7 +228,7 @@ impl WeightStore {
     /// A 2-D (or higher, flattened to `[shape[0] * …, last]`) view of a tensor.
     pub fn mat(&self, t: &TensorInfo) -> Mat<'_> {
         let cols = *t.shape.last().unwrap_or(&1);
-        let rows = if cols == 0 { 0 } else { t.numel() / cols };
+        let rows = t.numel().checked_div(cols).unwrap_or(0);
         let bytes = &self.buf.as_bytes()[t.start..t.end];
         match t.dtype {
             DType::F32 => Mat::F32 { data: bytemuck::cast_slice(bytes), rows, cols },

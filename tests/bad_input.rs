@@ -1,4 +1,5 @@
 //! Bad input gets a clear message and a non-zero exit, never a panic.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 
@@ -83,7 +84,10 @@ fn wrong_tensor_shape_is_named() {
             data.truncate(data.len() - row);
         }
     });
-    convert_err(&dir, "tensor `model.layers.1.mlp.router_proj.weight` has shape [7, 64], but config.json implies [8, 64]");
+    convert_err(
+        &dir,
+        "tensor `model.layers.1.mlp.router_proj.weight` has shape [7, 64], but config.json implies [8, 64]",
+    );
 }
 
 #[test]
@@ -104,7 +108,8 @@ fn missing_and_extra_tensors_are_named() {
     let (_, tensors) = read_source(&dir).unwrap();
     let mut extra = tensors[0].1.clone();
     extra.shape = vec![extra.data.len() / 2];
-    let owned: Vec<(String, _)> = tensors.into_iter().chain([("model.layers.0.mlp.shared_expert.weight".to_string(), extra)]).collect();
+    let owned: Vec<(String, _)> =
+        tensors.into_iter().chain([("model.layers.0.mlp.shared_expert.weight".to_string(), extra)]).collect();
     let views: Vec<(String, TensorView)> =
         owned.iter().map(|(n, t)| (n.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap())).collect();
     std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
@@ -157,7 +162,10 @@ fn bad_requests_are_refused() {
     run_err(&["logits", "--model", m, "--ids", &long.join(",")], "exceed the model's context of 256 tokens");
     let long_text = "word ".repeat(400);
     run_err(&["generate", "--model", m, "--prompt", &long_text, "--max-new-tokens", "1"], "max_position_embeddings");
-    run_err(&["generate", "--model", m, "--ids", "1,2", "--max-new-tokens", "2", "--top-p", "1.5"], "top-p must be in (0, 1]");
+    run_err(
+        &["generate", "--model", m, "--ids", "1,2", "--max-new-tokens", "2", "--top-p", "1.5"],
+        "top-p must be in (0, 1]",
+    );
     let empty = scratch("empty").join("empty.txt");
     std::fs::write(&empty, "").unwrap();
     run_err(&["eval", "--model", m, "--text", path_str(&empty)], "at least one token");

@@ -1,5 +1,6 @@
 //! The engine against the PyTorch reference: every fixture is converted by `blockffn convert` and
 //! must reproduce the reference logits, active expert sets, sparsity metrics and greedy text.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 
@@ -56,8 +57,17 @@ fn greedy_continuations_match_reference() {
         let model = convert(name, "f32");
         let prompt = ids_arg(&exp["greedy"]["prompt_ids"]);
         for extra in [&[][..], &["--dense"][..]] {
-            let mut args =
-                vec!["generate", "--model", path_str(&model), "--ids", &prompt, "--max-new-tokens", "12", "--json", "--ignore-eos"];
+            let mut args = vec![
+                "generate",
+                "--model",
+                path_str(&model),
+                "--ids",
+                &prompt,
+                "--max-new-tokens",
+                "12",
+                "--json",
+                "--ignore-eos",
+            ];
             args.extend_from_slice(extra);
             let got: Value = serde_json::from_str(&run_ok(&args)).unwrap();
             assert_eq!(got["ids"], exp["greedy"]["new_ids"], "{name} {extra:?}: greedy continuation differs");
@@ -72,7 +82,8 @@ fn eval_matches_reference_metrics() {
         let model = convert(name, "f32");
         let text = fixture(name).join("eval.txt");
         let got: Value =
-            serde_json::from_str(&run_ok(&["eval", "--model", path_str(&model), "--text", path_str(&text), "--json"])).unwrap();
+            serde_json::from_str(&run_ok(&["eval", "--model", path_str(&model), "--text", path_str(&text), "--json"]))
+                .unwrap();
         assert_eq!(got["tokens"], exp["tokens"], "{name}: token count");
         let (p, q) = (got["ppl"].as_f64().unwrap(), exp["ppl"].as_f64().unwrap());
         assert!((p - q).abs() / q < 1e-4, "{name}: ppl {p} vs reference {q}");

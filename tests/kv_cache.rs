@@ -1,4 +1,5 @@
 //! Incremental decoding with the KV cache equals recomputing every prefix from scratch.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

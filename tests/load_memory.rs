@@ -1,5 +1,6 @@
 //! Loading holds the weights once: peak resident memory while loading stays ≤ 1.2 × the weight
 //! file. (Alone in its own test binary so no other test allocates meanwhile. Linux only.)
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

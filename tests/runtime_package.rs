@@ -1,5 +1,6 @@
 //! The runtime package: conversion is reproducible, the committed wasm-test package is current,
 //! integrity is checked, and safetensors sources convert like pytorch_model.bin.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

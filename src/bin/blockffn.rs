@@ -235,12 +235,8 @@ fn run(cli: Cli) -> Result<()> {
                         }
                         writeln!(stdout).map_err(out_err)?;
                     }
-                    None => writeln!(
-                        stdout,
-                        "{}",
-                        new_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-                    )
-                    .map_err(out_err)?,
+                    None => writeln!(stdout, "{}", new_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+                        .map_err(out_err)?,
                 }
             }
         }

@@ -80,19 +80,12 @@ impl Global {
             ("collections", "OrderedDict") => Some(Global::OrderedDict),
             ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
             ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
-            ("torch._utils", "_rebuild_parameter_with_state") => {
-                Some(Global::RebuildParameterWithState)
-            }
+            ("torch._utils", "_rebuild_parameter_with_state") => Some(Global::RebuildParameterWithState),
             ("torch", n) => STORAGE_TYPES
                 .iter()
                 .find(|(s, _)| *s == n)
                 .map(|&(_, d)| Global::Storage(d))
-                .or_else(|| {
-                    DTYPES
-                        .iter()
-                        .find(|(s, _)| *s == n)
-                        .map(|&(_, d)| Global::Dtype(d))
-                }),
+                .or_else(|| DTYPES.iter().find(|(s, _)| *s == n).map(|&(_, d)| Global::Dtype(d))),
             _ => None,
         };
         found.ok_or_else(|| {
@@ -121,14 +114,9 @@ impl Global {
             Global::OrderedDict => "collections.OrderedDict".into(),
             Global::RebuildTensorV2 => "torch._utils._rebuild_tensor_v2".into(),
             Global::RebuildParameter => "torch._utils._rebuild_parameter".into(),
-            Global::RebuildParameterWithState => {
-                "torch._utils._rebuild_parameter_with_state".into()
-            }
+            Global::RebuildParameterWithState => "torch._utils._rebuild_parameter_with_state".into(),
             Global::Storage(d) => {
-                let n = STORAGE_TYPES
-                    .iter()
-                    .find(|(_, x)| x == d)
-                    .map_or("?Storage", |(n, _)| n);
+                let n = STORAGE_TYPES.iter().find(|(_, x)| x == d).map_or("?Storage", |(n, _)| n);
                 format!("torch.{n}")
             }
             Global::Dtype(d) => {
@@ -477,12 +465,7 @@ impl<'a> Parser<'a> {
     }
 
     fn err(&self, msg: impl std::fmt::Display) -> Error {
-        Error::InvalidCheckpoint(format!(
-            "pickle: {} (opcode {} at byte {})",
-            msg,
-            op_name(self.op),
-            self.op_pos
-        ))
+        Error::InvalidCheckpoint(format!("pickle: {} (opcode {} at byte {})", msg, op_name(self.op), self.op_pos))
     }
 
     // ---- input ------------------------------------------------------------------------------
@@ -490,9 +473,7 @@ impl<'a> Parser<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let left = self.data.len() - self.pos;
         if n > left {
-            return Err(self.err(format_args!(
-                "truncated stream: needs {n} more bytes but only {left} remain"
-            )));
+            return Err(self.err(format_args!("truncated stream: needs {n} more bytes but only {left} remain")));
         }
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -527,9 +508,7 @@ impl<'a> Parser<'a> {
     fn take_len(&mut self, len: u64) -> Result<&'a [u8]> {
         let left = (self.data.len() - self.pos) as u64;
         if len > left {
-            return Err(self.err(format_args!(
-                "length prefix {len} exceeds the {left} bytes left in the stream"
-            )));
+            return Err(self.err(format_args!("length prefix {len} exceeds the {left} bytes left in the stream")));
         }
         self.take(len as usize)
     }
@@ -588,18 +567,12 @@ impl<'a> Parser<'a> {
 
     /// Pop everything above the innermost MARK, and the MARK.
     fn pop_mark(&mut self) -> Result<Vec<ObjId>> {
-        let m = self
-            .marks
-            .pop()
-            .ok_or_else(|| self.err("no MARK on the stack"))?;
+        let m = self.marks.pop().ok_or_else(|| self.err("no MARK on the stack"))?;
         Ok(self.stack.split_off(m))
     }
 
     fn memo_get(&self, idx: u64) -> Result<ObjId> {
-        self.memo
-            .get(&idx)
-            .copied()
-            .ok_or_else(|| self.err(format_args!("memo index {idx} was never stored")))
+        self.memo.get(&idx).copied().ok_or_else(|| self.err(format_args!("memo index {idx} was never stored")))
     }
 
     fn memo_put(&mut self, idx: u64) -> Result<()> {
@@ -620,22 +593,17 @@ impl<'a> Parser<'a> {
     }
 
     fn set_items(&mut self, dict: ObjId, pairs: &[ObjId]) -> Result<()> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return Err(self.err("odd number of items for a dict"));
         }
         if !matches!(self.objects[dict], Object::Dict(_)) {
-            return Err(self.err(format_args!(
-                "cannot set items on a {}",
-                self.objects[dict].kind()
-            )));
+            return Err(self.err(format_args!("cannot set items on a {}", self.objects[dict].kind())));
         }
         for kv in pairs.chunks_exact(2) {
             let (k, v) = (kv[0], kv[1]);
             let key = self.key_of(k);
             let index = self.dict_index.entry(dict).or_default();
-            let Object::Dict(items) = &mut self.objects[dict] else {
-                unreachable!()
-            };
+            let Object::Dict(items) = &mut self.objects[dict] else { unreachable!() };
             match key {
                 Some(key) => match index.get(&key) {
                     Some(&i) => items[i].1 = v,
@@ -671,10 +639,7 @@ impl<'a> Parser<'a> {
     /// `func(*args)` where `func` must be a (whitelisted) global and `args` a tuple.
     fn call(&mut self, func: ObjId, args: ObjId) -> Result<ObjId> {
         let Object::Global(g) = self.objects[func] else {
-            return Err(self.err(format_args!(
-                "callable is a {}, not a whitelisted global",
-                self.objects[func].kind()
-            )));
+            return Err(self.err(format_args!("callable is a {}, not a whitelisted global", self.objects[func].kind())));
         };
         let arg_items = match &self.objects[args] {
             Object::Tuple(v) => v.clone(),
@@ -693,9 +658,7 @@ impl<'a> Parser<'a> {
                         Object::Dict(v) => v.iter().flat_map(|&(k, v)| [k, v]).collect(),
                         other => {
                             let kind = other.kind();
-                            return Err(
-                                self.err(format_args!("OrderedDict() argument is a {kind}"))
-                            );
+                            return Err(self.err(format_args!("OrderedDict() argument is a {kind}")));
                         }
                     };
                     let mut pairs = Vec::new();
@@ -704,9 +667,7 @@ impl<'a> Parser<'a> {
                     } else {
                         for p in pairs_src {
                             match &self.objects[p] {
-                                Object::Tuple(kv) | Object::List(kv) if kv.len() == 2 => {
-                                    pairs.extend_from_slice(kv)
-                                }
+                                Object::Tuple(kv) | Object::List(kv) if kv.len() == 2 => pairs.extend_from_slice(kv),
                                 _ => return Err(self.err("OrderedDict() item is not a pair")),
                             }
                         }
@@ -716,11 +677,7 @@ impl<'a> Parser<'a> {
                 _ => Err(self.err("OrderedDict() takes at most one argument")),
             };
         }
-        Ok(self.new_obj(Object::Call {
-            func: g,
-            args,
-            state: None,
-        }))
+        Ok(self.new_obj(Object::Call { func: g, args, state: None }))
     }
 
     fn build(&mut self, target: ObjId, state: ObjId) -> Result<()> {
@@ -832,9 +789,7 @@ impl<'a> Parser<'a> {
                 b'f' => out.push(12),
                 b'v' => out.push(11),
                 b'x' => {
-                    let hex = inner
-                        .get(i..i + 2)
-                        .ok_or_else(|| self.err("bad \\x escape"))?;
+                    let hex = inner.get(i..i + 2).ok_or_else(|| self.err("bad \\x escape"))?;
                     let v = std::str::from_utf8(hex)
                         .ok()
                         .and_then(|h| u8::from_str_radix(h, 16).ok())
@@ -869,9 +824,7 @@ impl<'a> Parser<'a> {
             let c = line[i];
             if c == b'\\' && matches!(line.get(i + 1), Some(b'u' | b'U')) {
                 let n = if line[i + 1] == b'u' { 4 } else { 8 };
-                let hex = line
-                    .get(i + 2..i + 2 + n)
-                    .ok_or_else(|| self.err("bad \\u escape"))?;
+                let hex = line.get(i + 2..i + 2 + n).ok_or_else(|| self.err("bad \\u escape"))?;
                 let ch = std::str::from_utf8(hex)
                     .ok()
                     .and_then(|h| u32::from_str_radix(h, 16).ok())
@@ -937,19 +890,14 @@ impl<'a> Parser<'a> {
                     let n = self.u64()?;
                     let left = (self.data.len() - self.pos) as u64;
                     if n > left {
-                        return Err(self.err(format_args!(
-                            "frame length {n} exceeds the {left} bytes left in the stream"
-                        )));
+                        return Err(
+                            self.err(format_args!("frame length {n} exceeds the {left} bytes left in the stream"))
+                        );
                     }
                 }
                 STOP => {
-                    let root = self
-                        .pop()
-                        .map_err(|_| self.err("STOP with an empty stack"))?;
-                    return Ok(Pickle {
-                        objects: self.objects,
-                        root,
-                    });
+                    let root = self.pop().map_err(|_| self.err("STOP with an empty stack"))?;
+                    return Ok(Pickle { objects: self.objects, root });
                 }
                 MARK => self.marks.push(self.stack.len()),
                 POP => {
@@ -1185,9 +1133,7 @@ impl<'a> Parser<'a> {
                 STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    let (Object::Str(m), Object::Str(n)) =
-                        (&self.objects[module], &self.objects[name])
-                    else {
+                    let (Object::Str(m), Object::Str(n)) = (&self.objects[module], &self.objects[name]) else {
                         return Err(self.err("STACK_GLOBAL needs two strings"));
                     };
                     let (m, n) = (m.clone(), n.clone());
@@ -1345,16 +1291,11 @@ mod tests {
         // OrderedDict() via GLOBAL+EMPTY_TUPLE+REDUCE, then SETITEMS, then BUILD with metadata,
         // and a duplicate key replacing the earlier value in place.
         let mut b = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(".to_vec();
-        b.extend_from_slice(
-            b"X\x01\x00\x00\x00kK\x01X\x01\x00\x00\x00jK\x02X\x01\x00\x00\x00kK\x03u",
-        );
+        b.extend_from_slice(b"X\x01\x00\x00\x00kK\x01X\x01\x00\x00\x00jK\x02X\x01\x00\x00\x00kK\x03u");
         b.extend_from_slice(b"}X\x09\x00\x00\x00_metadataK\x00sb.");
         let p = parse(&b).unwrap();
         let d = p.as_dict(p.root()).unwrap();
-        let got: Vec<(&str, i64)> = d
-            .iter()
-            .map(|&(k, v)| (p.as_str(k).unwrap(), p.as_int(v).unwrap()))
-            .collect();
+        let got: Vec<(&str, i64)> = d.iter().map(|&(k, v)| (p.as_str(k).unwrap(), p.as_int(v).unwrap())).collect();
         assert_eq!(got, vec![("k", 3), ("j", 2)]);
     }
 
@@ -1362,21 +1303,9 @@ mod tests {
     fn whitelisted_globals_resolve() {
         for (m, n, g) in [
             ("collections", "OrderedDict", Global::OrderedDict),
-            (
-                "torch._utils",
-                "_rebuild_tensor_v2",
-                Global::RebuildTensorV2,
-            ),
-            (
-                "torch._utils",
-                "_rebuild_parameter",
-                Global::RebuildParameter,
-            ),
-            (
-                "torch._utils",
-                "_rebuild_parameter_with_state",
-                Global::RebuildParameterWithState,
-            ),
+            ("torch._utils", "_rebuild_tensor_v2", Global::RebuildTensorV2),
+            ("torch._utils", "_rebuild_parameter", Global::RebuildParameter),
+            ("torch._utils", "_rebuild_parameter_with_state", Global::RebuildParameterWithState),
             ("torch", "BFloat16Storage", Global::Storage(Dtype::BF16)),
             ("torch", "HalfStorage", Global::Storage(Dtype::F16)),
             ("torch", "FloatStorage", Global::Storage(Dtype::F32)),
@@ -1409,26 +1338,15 @@ mod tests {
             ("torch", "UntypedStorage"),
             ("__builtin__", "getattr"),
         ] {
-            assert!(
-                matches!(Global::resolve(m, n), Err(Error::UnsafePickle(_))),
-                "{m}.{n}"
-            );
+            assert!(matches!(Global::resolve(m, n), Err(Error::UnsafePickle(_))), "{m}.{n}");
         }
-        let m = Global::resolve("torch._utils", "_rebuild_qtensor")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            m.contains("`torch._utils._rebuild_qtensor`") && m.contains("whitelist"),
-            "{m}"
-        );
+        let m = Global::resolve("torch._utils", "_rebuild_qtensor").unwrap_err().to_string();
+        assert!(m.contains("`torch._utils._rebuild_qtensor`") && m.contains("whitelist"), "{m}");
         // Control characters in the name are escaped in the message.
         let m = unsafe_msg(b"cos\x1b[2J\nsystem\n.");
         assert!(!m.contains('\x1b'), "{m}");
         // Extension registry codes.
-        assert!(matches!(
-            parse(b"\x80\x02\x82\x01."),
-            Err(Error::UnsafePickle(_))
-        ));
+        assert!(matches!(parse(b"\x80\x02\x82\x01."), Err(Error::UnsafePickle(_))));
     }
 
     #[test]
@@ -1461,10 +1379,7 @@ mod tests {
     #[test]
     fn huge_length_prefixes_are_refused_without_allocating() {
         let m = invalid(b"\x80\x02X\xff\xff\xff\xffabc");
-        assert!(
-            m.contains("length prefix 4294967295 exceeds the 3 bytes left"),
-            "{m}"
-        );
+        assert!(m.contains("length prefix 4294967295 exceeds the 3 bytes left"), "{m}");
         let m = invalid(b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\xffab");
         assert!(m.contains("exceeds the 2 bytes left"), "{m}");
         let m = invalid(b"\x80\x04\x8e\x00\x00\x00\x00\x00\x00\x00\x80ab");
@@ -1491,16 +1406,10 @@ mod tests {
     fn truncated_streams() {
         for cut in 0..PY_P2.len() {
             let m = invalid(&PY_P2[..cut]);
-            assert!(
-                m.contains("truncated") || m.contains("exceeds"),
-                "cut {cut}: {m}"
-            );
+            assert!(m.contains("truncated") || m.contains("exceeds"), "cut {cut}: {m}");
         }
         for cut in 0..PY_P4.len() {
-            assert!(
-                matches!(parse(&PY_P4[..cut]), Err(Error::InvalidCheckpoint(_))),
-                "{cut}"
-            );
+            assert!(matches!(parse(&PY_P4[..cut]), Err(Error::InvalidCheckpoint(_))), "{cut}");
         }
         let m = invalid(b"\x80\x02cos\nsys");
         assert!(m.contains("no terminating newline"), "{m}");
@@ -1527,9 +1436,7 @@ mod tests {
         let l = p.as_seq(p.root()).unwrap();
         assert_eq!(l.len(), 2);
         assert_eq!(l[0], l[1]);
-        let Object::PersistentId(pid) = p.get(l[0]) else {
-            panic!()
-        };
+        let Object::PersistentId(pid) = p.get(l[0]) else { panic!() };
         let t = p.as_seq(*pid).unwrap();
         assert_eq!(p.as_str(t[0]), Some("storage"));
         assert_eq!(p.get(t[1]), &Object::Global(Global::Storage(Dtype::F32)));

@@ -17,6 +17,8 @@ fn list(dir: &Path, pred: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+type Reader = fn(&Path) -> Result<Vec<(String, RawTensor)>>;
+
 fn read_safetensors(path: &Path) -> Result<Vec<(String, RawTensor)>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
@@ -24,7 +26,10 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, RawTensor)>> {
     })?;
     let mut out = Vec::new();
     for (name, view) in st.iter() {
-        out.push((name.to_string(), RawTensor { dtype: view.dtype(), shape: view.shape().to_vec(), data: view.data().to_vec() }));
+        out.push((
+            name.to_string(),
+            RawTensor { dtype: view.dtype(), shape: view.shape().to_vec(), data: view.data().to_vec() },
+        ));
     }
     // Keep a stable order (safetensors stores by offset; names are what we match on).
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -35,7 +40,7 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, RawTensor)>> {
 /// `*.safetensors`. Returns the source description and the tensors; duplicate names are refused.
 pub fn read_source(dir: &Path) -> Result<(String, Vec<(String, RawTensor)>)> {
     let bins = list(dir, |n| n.starts_with("pytorch_model") && n.ends_with(".bin"))?;
-    let (files, reader): (Vec<PathBuf>, fn(&Path) -> Result<Vec<(String, RawTensor)>>) = if !bins.is_empty() {
+    let (files, reader): (Vec<PathBuf>, Reader) = if !bins.is_empty() {
         (bins, read_pytorch_bin)
     } else {
         let st = list(dir, |n| n.ends_with(".safetensors"))?;
@@ -63,11 +68,16 @@ pub fn read_source(dir: &Path) -> Result<(String, Vec<(String, RawTensor)>)> {
                 }
             }
             if t.data.len() != t.numel() * t.dtype.bitsize() / 8 {
-                return Err(Error::InvalidCheckpoint(format!("tensor `{name}` has {} bytes for shape {:?}", t.data.len(), t.shape)));
+                return Err(Error::InvalidCheckpoint(format!(
+                    "tensor `{name}` has {} bytes for shape {:?}",
+                    t.data.len(),
+                    t.shape
+                )));
             }
             all.push((name, t));
         }
     }
-    let names: Vec<String> = files.iter().filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+    let names: Vec<String> =
+        files.iter().filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
     Ok((names.join(", "), all))
 }

@@ -127,8 +127,7 @@ struct TensorSpec {
 }
 
 fn read_archive<R: Read + Seek>(reader: R, total_len: u64) -> Result<Vec<(String, RawTensor)>> {
-    let mut zip =
-        zip::ZipArchive::new(reader).map_err(|e| zip_err("cannot open zip archive", e))?;
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| zip_err("cannot open zip archive", e))?;
 
     // Locate `<prefix>/data.pkl`.
     let pkl_names: Vec<String> = zip
@@ -136,24 +135,21 @@ fn read_archive<R: Read + Seek>(reader: R, total_len: u64) -> Result<Vec<(String
         .filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
         .map(str::to_owned)
         .collect();
-    let pkl_name =
-        match pkl_names.as_slice() {
-            [one] => one.clone(),
-            [] => return Err(Error::InvalidCheckpoint(
-                "zip archive has no <prefix>/data.pkl record, so it was not written by torch.save"
-                    .into(),
-            )),
-            many => {
-                return Err(Error::InvalidCheckpoint(format!(
+    let pkl_name = match pkl_names.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(Error::InvalidCheckpoint(
+                "zip archive has no <prefix>/data.pkl record, so it was not written by torch.save".into(),
+            ))
+        }
+        many => {
+            return Err(Error::InvalidCheckpoint(format!(
                 "zip archive holds several pickles ({}); expected exactly one <prefix>/data.pkl",
                 many.join(", ")
             )))
-            }
-        };
-    let prefix = pkl_name
-        .strip_suffix("data.pkl")
-        .unwrap_or_default()
-        .to_owned();
+        }
+    };
+    let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or_default().to_owned();
 
     // Byte order (absent in files from older torch versions, which were little-endian).
     let byteorder_name = format!("{prefix}byteorder");
@@ -213,34 +209,18 @@ fn read_archive<R: Read + Seek>(reader: R, total_len: u64) -> Result<Vec<(String
             }
             d
         };
-        out.push((
-            spec.name,
-            RawTensor {
-                dtype,
-                shape: spec.size,
-                data,
-            },
-        ));
+        out.push((spec.name, RawTensor { dtype, shape: spec.size, data }));
     }
     Ok(out)
 }
 
 /// Read a whole zip entry of at most `limit` bytes, never trusting the header's size for the
 /// allocation (a lying header cannot make us reserve more than the archive's length).
-fn read_entry<R: Read + Seek>(
-    zip: &mut zip::ZipArchive<R>,
-    name: &str,
-    limit: u64,
-    total_len: u64,
-) -> Result<Vec<u8>> {
-    let entry = zip
-        .by_name(name)
-        .map_err(|e| zip_err(&format!("cannot open {name}"), e))?;
+fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str, limit: u64, total_len: u64) -> Result<Vec<u8>> {
+    let entry = zip.by_name(name).map_err(|e| zip_err(&format!("cannot open {name}"), e))?;
     let declared = entry.size();
     if declared > limit {
-        return Err(Error::InvalidCheckpoint(format!(
-            "{name} is {declared} bytes, more than the {limit} allowed"
-        )));
+        return Err(Error::InvalidCheckpoint(format!("{name} is {declared} bytes, more than the {limit} allowed")));
     }
     let mut buf = Vec::with_capacity(declared.min(total_len) as usize);
     entry
@@ -248,9 +228,7 @@ fn read_entry<R: Read + Seek>(
         .read_to_end(&mut buf)
         .map_err(|e| Error::InvalidCheckpoint(format!("cannot read {name}: {e} (truncated?)")))?;
     if buf.len() as u64 > limit {
-        return Err(Error::InvalidCheckpoint(format!(
-            "{name} is more than {limit} bytes"
-        )));
+        return Err(Error::InvalidCheckpoint(format!("{name} is more than {limit} bytes")));
     }
     Ok(buf)
 }
@@ -264,9 +242,9 @@ fn load_storage<R: Read + Seek>(
     tensor: &str,
 ) -> Result<Vec<u8>> {
     let es = elem_size(info.dtype) as u64;
-    let want = (info.numel as u64).checked_mul(es).ok_or_else(|| {
-        Error::InvalidCheckpoint(format!("storage `{}` size overflows", info.key))
-    })?;
+    let want = (info.numel as u64)
+        .checked_mul(es)
+        .ok_or_else(|| Error::InvalidCheckpoint(format!("storage `{}` size overflows", info.key)))?;
     let entry = match zip.by_name(entry_name) {
         Ok(e) => e,
         Err(zip::result::ZipError::FileNotFound) => {
@@ -287,16 +265,10 @@ fn load_storage<R: Read + Seek>(
     }
     let mut buf = Vec::new();
     buf.try_reserve_exact(want.min(total_len) as usize)
-        .map_err(|_| {
-            Error::OutOfMemory(format!(
-                "cannot allocate {want} bytes for storage {entry_name}"
-            ))
-        })?;
+        .map_err(|_| Error::OutOfMemory(format!("cannot allocate {want} bytes for storage {entry_name}")))?;
     // Reading one byte past the expected end lets the zip reader reach EOF and verify the CRC.
     entry.take(want + 1).read_to_end(&mut buf).map_err(|e| {
-        Error::InvalidCheckpoint(format!(
-            "cannot read storage record {entry_name} (used by tensor `{tensor}`): {e}"
-        ))
+        Error::InvalidCheckpoint(format!("cannot read storage record {entry_name} (used by tensor `{tensor}`): {e}"))
     })?;
     if buf.len() as u64 != want {
         return Err(Error::InvalidCheckpoint(format!(
@@ -372,22 +344,13 @@ fn tensor_spec(
     let mut cur = value;
     let args = loop {
         match p.get(cur) {
-            Object::Call {
-                func: Global::RebuildTensorV2,
-                args,
-                ..
-            } => {
+            Object::Call { func: Global::RebuildTensorV2, args, .. } => {
                 break p.as_seq(*args).ok_or_else(not_tensor)?;
             }
-            Object::Call {
-                func: Global::RebuildParameter | Global::RebuildParameterWithState,
-                args,
-                ..
-            } if cur == value => {
-                cur = *p
-                    .as_seq(*args)
-                    .and_then(|a| a.first())
-                    .ok_or_else(not_tensor)?;
+            Object::Call { func: Global::RebuildParameter | Global::RebuildParameterWithState, args, .. }
+                if cur == value =>
+            {
+                cur = *p.as_seq(*args).and_then(|a| a.first()).ok_or_else(not_tensor)?;
             }
             _ => return Err(not_tensor()),
         }
@@ -397,10 +360,7 @@ fn tensor_spec(
     if args.len() < 4 {
         return Err(bad_tensor(
             name,
-            format_args!(
-                "_rebuild_tensor_v2 has {} arguments, expected at least 4",
-                args.len()
-            ),
+            format_args!("_rebuild_tensor_v2 has {} arguments, expected at least 4", args.len()),
         ));
     }
     let storage = storage_ref(p, name, args[0], storages, by_key)?;
@@ -408,22 +368,9 @@ fn tensor_spec(
     let size = int_tuple(p, name, args[2], "size")?;
     let stride = int_tuple(p, name, args[3], "stride")?;
     if size.len() != stride.len() {
-        return Err(bad_tensor(
-            name,
-            format_args!(
-                "size has {} dims but stride has {}",
-                size.len(),
-                stride.len()
-            ),
-        ));
+        return Err(bad_tensor(name, format_args!("size has {} dims but stride has {}", size.len(), stride.len())));
     }
-    let mut spec = TensorSpec {
-        name: name.to_owned(),
-        storage,
-        offset,
-        size,
-        stride,
-    };
+    let mut spec = TensorSpec { name: name.to_owned(), storage, offset, size, stride };
     check_bounds(&spec, &storages[storage])?;
     // A dim of size 1 never moves along its stride; zero it so later index arithmetic cannot
     // overflow on an arbitrary stride value there.
@@ -443,13 +390,8 @@ fn non_negative(p: &Pickle, name: &str, id: ObjId, what: &str) -> Result<usize> 
 }
 
 fn int_tuple(p: &Pickle, name: &str, id: ObjId, what: &str) -> Result<Vec<usize>> {
-    let items = p
-        .as_seq(id)
-        .ok_or_else(|| bad_tensor(name, format_args!("{what} is {}", p.describe(id))))?;
-    items
-        .iter()
-        .map(|&i| non_negative(p, name, i, what))
-        .collect()
+    let items = p.as_seq(id).ok_or_else(|| bad_tensor(name, format_args!("{what} is {}", p.describe(id))))?;
+    items.iter().map(|&i| non_negative(p, name, i, what)).collect()
 }
 
 fn storage_ref(
@@ -460,13 +402,7 @@ fn storage_ref(
     by_key: &mut HashMap<String, usize>,
 ) -> Result<usize> {
     let Object::PersistentId(pid) = p.get(id) else {
-        return Err(bad_tensor(
-            name,
-            format_args!(
-                "storage is {}, expected a persistent storage id",
-                p.describe(id)
-            ),
-        ));
+        return Err(bad_tensor(name, format_args!("storage is {}, expected a persistent storage id", p.describe(id))));
     };
     let bad = || {
         bad_tensor(
@@ -484,13 +420,7 @@ fn storage_ref(
     let dtype = match p.get(t[1]) {
         Object::Global(Global::Storage(d)) => *d,
         _ => {
-            return Err(bad_tensor(
-                name,
-                format_args!(
-                    "storage type is {}, expected torch.XStorage",
-                    p.describe(t[1])
-                ),
-            ))
+            return Err(bad_tensor(name, format_args!("storage type is {}, expected torch.XStorage", p.describe(t[1]))))
         }
     };
     let key = match p.get(t[2]) {
@@ -515,12 +445,7 @@ fn storage_ref(
             Ok(i)
         }
         None => {
-            storages.push(StorageInfo {
-                key: key.clone(),
-                dtype,
-                numel,
-                users: 0,
-            });
+            storages.push(StorageInfo { key: key.clone(), dtype, numel, users: 0 });
             by_key.insert(key, storages.len() - 1);
             Ok(storages.len() - 1)
         }
@@ -534,9 +459,7 @@ fn check_bounds(spec: &TensorSpec, storage: &StorageInfo) -> Result<()> {
     for &s in &spec.size {
         numel = numel.checked_mul(s).ok_or_else(overflow)?;
     }
-    numel
-        .checked_mul(elem_size(storage.dtype))
-        .ok_or_else(overflow)?;
+    numel.checked_mul(elem_size(storage.dtype)).ok_or_else(overflow)?;
     if numel == 0 {
         if spec.offset > storage.numel {
             return Err(bad_tensor(
@@ -551,10 +474,7 @@ fn check_bounds(spec: &TensorSpec, storage: &StorageInfo) -> Result<()> {
     }
     let mut last = spec.offset;
     for (&s, &st) in spec.size.iter().zip(&spec.stride) {
-        last = (s - 1)
-            .checked_mul(st)
-            .and_then(|d| last.checked_add(d))
-            .ok_or_else(overflow)?;
+        last = (s - 1).checked_mul(st).and_then(|d| last.checked_add(d)).ok_or_else(overflow)?;
     }
     if last >= storage.numel {
         return Err(bad_tensor(
@@ -589,12 +509,8 @@ fn gather(src: &[u8], es: usize, spec: &TensorSpec) -> Result<Vec<u8>> {
     let numel: usize = spec.size.iter().product();
     let nbytes = numel * es; // no overflow: checked in check_bounds
     let mut out = Vec::new();
-    out.try_reserve_exact(nbytes).map_err(|_| {
-        Error::OutOfMemory(format!(
-            "cannot allocate {nbytes} bytes for tensor `{}`",
-            spec.name
-        ))
-    })?;
+    out.try_reserve_exact(nbytes)
+        .map_err(|_| Error::OutOfMemory(format!("cannot allocate {nbytes} bytes for tensor `{}`", spec.name)))?;
     if numel == 0 {
         return Ok(out);
     }
@@ -604,11 +520,7 @@ fn gather(src: &[u8], es: usize, spec: &TensorSpec) -> Result<Vec<u8>> {
     }
     // Copy runs along the innermost dim when it is dense, single elements otherwise.
     let nd = spec.size.len();
-    let (run, outer) = if spec.stride[nd - 1] == 1 {
-        (spec.size[nd - 1], nd - 1)
-    } else {
-        (1, nd)
-    };
+    let (run, outer) = if spec.stride[nd - 1] == 1 { (spec.size[nd - 1], nd - 1) } else { (1, nd) };
     let run_bytes = run * es;
     let mut idx = vec![0usize; outer];
     let mut base = spec.offset;
@@ -666,8 +578,7 @@ mod tests {
 
     fn make_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
         for (name, data) in entries {
             w.start_file(name.as_str(), opts).unwrap();
             w.write_all(data).unwrap();
@@ -678,10 +589,7 @@ mod tests {
     /// state.bin with one entry (matched by suffix) replaced, or removed when `new` is None.
     fn state_with(suffix: &str, new: Option<Vec<u8>>) -> Vec<u8> {
         let mut entries = unzip(&fixture("state.bin"));
-        let i = entries
-            .iter()
-            .position(|(n, _)| n.ends_with(suffix))
-            .unwrap();
+        let i = entries.iter().position(|(n, _)| n.ends_with(suffix)).unwrap();
         match new {
             Some(d) => entries[i].1 = d,
             None => {
@@ -712,44 +620,19 @@ mod tests {
     }
 
     fn check_against_expected(tensors: &[(String, RawTensor)]) {
-        let expected: serde_json::Value =
-            serde_json::from_slice(&fixture("expected.json")).unwrap();
+        let expected: serde_json::Value = serde_json::from_slice(&fixture("expected.json")).unwrap();
         let expected = expected["tensors"].as_array().unwrap();
         let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
-        let want_names: Vec<&str> = expected
-            .iter()
-            .map(|e| e["name"].as_str().unwrap())
-            .collect();
+        let want_names: Vec<&str> = expected.iter().map(|e| e["name"].as_str().unwrap()).collect();
         assert_eq!(names, want_names, "names and order");
         for ((name, t), e) in tensors.iter().zip(expected) {
-            assert_eq!(
-                format!("{:?}", t.dtype),
-                e["dtype"].as_str().unwrap(),
-                "{name} dtype"
-            );
-            let shape: Vec<usize> = e["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
+            assert_eq!(format!("{:?}", t.dtype), e["dtype"].as_str().unwrap(), "{name} dtype");
+            let shape: Vec<usize> =
+                e["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
             assert_eq!(t.shape, shape, "{name} shape");
-            assert_eq!(
-                t.data.len(),
-                t.numel() * elem_size(t.dtype),
-                "{name} byte length"
-            );
-            assert_eq!(
-                hex(&t.data),
-                e["data_hex"].as_str().unwrap(),
-                "{name} bytes"
-            );
-            let values: Vec<f64> = e["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
+            assert_eq!(t.data.len(), t.numel() * elem_size(t.dtype), "{name} byte length");
+            assert_eq!(hex(&t.data), e["data_hex"].as_str().unwrap(), "{name} bytes");
+            let values: Vec<f64> = e["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
             assert_eq!(to_f64(t.dtype, &t.data), values, "{name} values");
         }
     }
@@ -782,8 +665,7 @@ mod tests {
             .map(|(n, d)| (n.replacen("state/", "pytorch_model/", 1), d))
             .collect();
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         for (name, data) in &entries {
             w.start_file(name.as_str(), opts).unwrap();
             w.write_all(data).unwrap();
@@ -799,10 +681,7 @@ mod tests {
         let marker = Path::new("/tmp/blockffn_pwned");
         let _ = std::fs::remove_file(marker);
         let path = Path::new(FIXTURES).join("evil.bin");
-        for r in [
-            read_pytorch_bin(&path),
-            read_pytorch_bin_bytes(&fixture("evil.bin")),
-        ] {
+        for r in [read_pytorch_bin(&path), read_pytorch_bin_bytes(&fixture("evil.bin"))] {
             match r {
                 Err(Error::UnsafePickle(m)) => {
                     assert!(m.contains("forbidden global `os.system`"), "{m}")
@@ -818,23 +697,13 @@ mod tests {
         let bytes = fixture("state.bin");
         let entries = unzip(&bytes);
         // Cut points: every 97 bytes, plus inside data.pkl and inside a storage record.
-        let find = |needle: &[u8]| {
-            bytes
-                .windows(needle.len())
-                .position(|w| w == needle)
-                .unwrap()
-        };
+        let find = |needle: &[u8]| bytes.windows(needle.len()).position(|w| w == needle).unwrap();
         let pkl_at = find(b"\x80\x02ccollections");
         let storage_name = b"state/data/5";
         let storage_at = find(storage_name) + storage_name.len();
         let mut cuts: Vec<usize> = (0..bytes.len()).step_by(97).collect();
         cuts.extend([0, 1, 3, 4, 30, pkl_at + 1, pkl_at + 200, pkl_at + 1000]);
-        cuts.extend([
-            storage_at + 30,
-            storage_at + 70,
-            bytes.len() - 1,
-            bytes.len() - 22,
-        ]);
+        cuts.extend([storage_at + 30, storage_at + 70, bytes.len() - 1, bytes.len() - 22]);
         for cut in cuts {
             match read_pytorch_bin_bytes(&bytes[..cut]) {
                 Err(Error::InvalidCheckpoint(_)) => {}
@@ -847,43 +716,21 @@ mod tests {
         let p = dir.join("cut.bin");
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
         let r = read_pytorch_bin(&p);
-        assert!(
-            matches!(r, Err(Error::InvalidCheckpoint(_) | Error::Io { .. })),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(Error::InvalidCheckpoint(_) | Error::Io { .. })), "{r:?}");
         std::fs::remove_dir_all(&dir).unwrap();
 
         // Well-formed zips whose data.pkl is cut short.
-        let pkl = &entries
-            .iter()
-            .find(|(n, _)| n.ends_with("data.pkl"))
-            .unwrap()
-            .1;
+        let pkl = &entries.iter().find(|(n, _)| n.ends_with("data.pkl")).unwrap().1;
         for cut in [0, 1, 2, 33, 100, pkl.len() / 2, pkl.len() - 1] {
-            let m = invalid(read_pytorch_bin_bytes(&state_with(
-                "data.pkl",
-                Some(pkl[..cut].to_vec()),
-            )));
-            assert!(
-                m.contains("data.pkl") && m.contains("pickle"),
-                "cut {cut}: {m}"
-            );
+            let m = invalid(read_pytorch_bin_bytes(&state_with("data.pkl", Some(pkl[..cut].to_vec()))));
+            assert!(m.contains("data.pkl") && m.contains("pickle"), "cut {cut}: {m}");
         }
         // ... and whose storage record is cut short.
-        let m = invalid(read_pytorch_bin_bytes(&state_with(
-            "data/5",
-            Some(vec![0u8; 10]),
-        )));
-        assert!(
-            m.contains("state/data/5") && m.contains("`transposed`"),
-            "{m}"
-        );
+        let m = invalid(read_pytorch_bin_bytes(&state_with("data/5", Some(vec![0u8; 10]))));
+        assert!(m.contains("state/data/5") && m.contains("`transposed`"), "{m}");
         // A storage record missing altogether.
         let m = invalid(read_pytorch_bin_bytes(&state_with("data/0", None)));
-        assert!(
-            m.contains("missing") && m.contains("model.embed.weight"),
-            "{m}"
-        );
+        assert!(m.contains("missing") && m.contains("model.embed.weight"), "{m}");
     }
 
     #[test]
@@ -893,11 +740,7 @@ mod tests {
         let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len();
         // The local header's extra field pads data to 64 bytes; find the record's first data byte
         // by its known value (bf16 -0.625 = 0xbf20, little-endian 20 bf).
-        let data_at = at
-            + bytes[at..]
-                .windows(2)
-                .position(|w| w == [0x20, 0xbf])
-                .unwrap();
+        let data_at = at + bytes[at..].windows(2).position(|w| w == [0x20, 0xbf]).unwrap();
         bytes[data_at] ^= 0x01;
         let m = invalid(read_pytorch_bin_bytes(&bytes));
         assert!(m.contains("state/data/0"), "{m}");
@@ -926,10 +769,7 @@ mod tests {
 
     #[test]
     fn big_endian_is_refused() {
-        let m = invalid(read_pytorch_bin_bytes(&state_with(
-            "/byteorder",
-            Some(b"big".to_vec()),
-        )));
+        let m = invalid(read_pytorch_bin_bytes(&state_with("/byteorder", Some(b"big".to_vec()))));
         assert!(m.contains("big-endian"), "{m}");
     }
 
@@ -986,10 +826,7 @@ mod tests {
     }
 
     fn archive(pkl: Vec<u8>, storages: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut e = vec![
-            ("archive/data.pkl".to_string(), pkl),
-            ("archive/byteorder".to_string(), b"little".to_vec()),
-        ];
+        let mut e = vec![("archive/data.pkl".to_string(), pkl), ("archive/byteorder".to_string(), b"little".to_vec())];
         for (k, d) in storages {
             e.push((format!("archive/data/{k}"), d.clone()));
         }
@@ -1034,24 +871,15 @@ mod tests {
             }
         }
         assert_eq!(vals(0), perm);
-        assert_eq!(
-            vals(1),
-            (0..12).map(|i| (1 + 2 * i) as f64).collect::<Vec<_>>()
-        );
+        assert_eq!(vals(1), (0..12).map(|i| (1 + 2 * i) as f64).collect::<Vec<_>>());
         assert_eq!(vals(2), vec![5.0, 6.0, 5.0, 6.0, 5.0, 6.0]);
         assert_eq!(vals(3), vec![23.0]);
         assert_eq!(got[3].1.shape, vec![1, 1]);
 
         // A broadcast view that would blow up memory is refused.
         let pkl = tensor_pickle(&[t("huge", 0, &[1 << 20, 1 << 10], &[0, 0])]);
-        let m = invalid(read_pytorch_bin_bytes(&archive(
-            pkl,
-            &[("0", f32_bytes(&data))],
-        )));
-        assert!(
-            m.contains("`huge`") && m.contains("overlapping view"),
-            "{m}"
-        );
+        let m = invalid(read_pytorch_bin_bytes(&archive(pkl, &[("0", f32_bytes(&data))])));
+        assert!(m.contains("`huge`") && m.contains("overlapping view"), "{m}");
     }
 
     #[test]
@@ -1107,28 +935,9 @@ mod tests {
         let m = invalid(read_pytorch_bin_bytes(&archive(pkl, &[("0", st.clone())])));
         assert!(m.contains("`w.len`") && m.contains("32 bytes"), "{m}");
         // One storage used with two different dtypes.
-        let a = T {
-            name: "a",
-            storage_type: "FloatStorage",
-            key: "0",
-            numel: 8,
-            offset: 0,
-            size: &[8],
-            stride: &[1],
-        };
-        let b = T {
-            name: "b",
-            storage_type: "HalfStorage",
-            key: "0",
-            numel: 8,
-            offset: 0,
-            size: &[8],
-            stride: &[1],
-        };
-        let m = invalid(read_pytorch_bin_bytes(&archive(
-            tensor_pickle(&[a, b]),
-            &[("0", st)],
-        )));
+        let a = T { name: "a", storage_type: "FloatStorage", key: "0", numel: 8, offset: 0, size: &[8], stride: &[1] };
+        let b = T { name: "b", storage_type: "HalfStorage", key: "0", numel: 8, offset: 0, size: &[8], stride: &[1] };
+        let m = invalid(read_pytorch_bin_bytes(&archive(tensor_pickle(&[a, b]), &[("0", st)])));
         assert!(m.contains("`b`") && m.contains("storage `0`"), "{m}");
     }
 
@@ -1160,31 +969,17 @@ mod tests {
         let m = invalid(read_pytorch_bin_bytes(&archive(o, &[("0", vec![0, 0])])));
         assert!(m.contains("`x`") && m.contains("torch.bfloat16"), "{m}");
         // Non-string key, and a top level that is not a dict.
-        let m = invalid(read_pytorch_bin_bytes(&archive(
-            b"\x80\x02}(K\x01K\x02u.".to_vec(),
-            &[],
-        )));
+        let m = invalid(read_pytorch_bin_bytes(&archive(b"\x80\x02}(K\x01K\x02u.".to_vec(), &[])));
         assert!(m.contains("not a string"), "{m}");
-        let m = invalid(read_pytorch_bin_bytes(&archive(
-            b"\x80\x02]K\x01a.".to_vec(),
-            &[],
-        )));
+        let m = invalid(read_pytorch_bin_bytes(&archive(b"\x80\x02]K\x01a.".to_vec(), &[])));
         assert!(m.contains("top-level object is list"), "{m}");
         // An empty dict is a valid (empty) checkpoint.
-        assert!(
-            read_pytorch_bin_bytes(&archive(b"\x80\x02}.".to_vec(), &[]))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(read_pytorch_bin_bytes(&archive(b"\x80\x02}.".to_vec(), &[])).unwrap().is_empty());
     }
 
     #[test]
     fn mutated_archives_never_panic() {
-        let pkl = unzip(&fixture("state.bin"))
-            .into_iter()
-            .find(|(n, _)| n.ends_with("data.pkl"))
-            .unwrap()
-            .1;
+        let pkl = unzip(&fixture("state.bin")).into_iter().find(|(n, _)| n.ends_with("data.pkl")).unwrap().1;
         let mut seed: u64 = 0x2545f4914f6cdd1d;
         let mut rnd = move || {
             seed ^= seed << 13;
@@ -1206,13 +1001,7 @@ mod tests {
                 }
             }
             let r = read_pytorch_bin_bytes(&make_zip(&e));
-            assert!(
-                matches!(
-                    r,
-                    Ok(_) | Err(Error::InvalidCheckpoint(_) | Error::UnsafePickle(_))
-                ),
-                "{r:?}"
-            );
+            assert!(matches!(r, Ok(_) | Err(Error::InvalidCheckpoint(_) | Error::UnsafePickle(_))), "{r:?}");
         }
     }
 }

@@ -59,7 +59,8 @@ pub struct ConvertReport {
 }
 
 /// Optional companion files copied verbatim when present.
-const COPIED: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"];
+const COPIED: [&str; 4] =
+    ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"];
 
 fn to_f32(t: &RawTensor) -> Vec<f32> {
     match t.dtype {
@@ -148,10 +149,12 @@ fn match_tensors(cfg: &ModelConfig, src: Vec<(String, RawTensor)>) -> Result<Vec
     }
     if cfg.tie_word_embeddings {
         if let Some(head) = by_name.remove("lm_head.weight") {
-            let same = by_name.get("model.embed_tokens.weight").is_some_and(|e| e.data == head.data && e.shape == head.shape);
+            let same =
+                by_name.get("model.embed_tokens.weight").is_some_and(|e| e.data == head.data && e.shape == head.shape);
             if !same {
                 return Err(Error::InvalidCheckpoint(
-                    "config says tie_word_embeddings=true but lm_head.weight differs from model.embed_tokens.weight".into(),
+                    "config says tie_word_embeddings=true but lm_head.weight differs from model.embed_tokens.weight"
+                        .into(),
                 ));
             }
         }
@@ -160,7 +163,10 @@ fn match_tensors(cfg: &ModelConfig, src: Vec<(String, RawTensor)>) -> Result<Vec
     for e in table {
         let t = by_name.remove(&e.hf_name).ok_or_else(|| {
             let hint = if e.hf_name == "lm_head.weight" { " (or set tie_word_embeddings=true)" } else { "" };
-            Error::InvalidCheckpoint(format!("missing tensor `{}` (shape {:?}) required by config.json{hint}", e.hf_name, e.hf_shape))
+            Error::InvalidCheckpoint(format!(
+                "missing tensor `{}` (shape {:?}) required by config.json{hint}",
+                e.hf_name, e.hf_shape
+            ))
         })?;
         if t.shape != e.hf_shape {
             return Err(Error::InvalidCheckpoint(format!(
@@ -239,7 +245,9 @@ pub fn convert_dir(
     let views: Vec<(String, TensorView)> = encoded
         .iter()
         .map(|(n, d, s, b)| {
-            TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)).map_err(|e| Error::InvalidCheckpoint(format!("{n}: {e}")))
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::InvalidCheckpoint(format!("{n}: {e}")))
         })
         .collect::<Result<_>>()?;
     let mut meta = HashMap::new();

@@ -244,7 +244,13 @@ impl Model {
     }
 
     /// One token through the whole model (ids already checked).
-    fn step(&self, cache: &mut KvCache, id: u32, mode: FfnMode, want_logits: bool) -> (Option<Vec<f32>>, Vec<Vec<u16>>) {
+    fn step(
+        &self,
+        cache: &mut KvCache,
+        id: u32,
+        mode: FfnMode,
+        want_logits: bool,
+    ) -> (Option<Vec<f32>>, Vec<Vec<u16>>) {
         let cfg = &self.config;
         let hsz = cfg.hidden_size;
         let pos = cache.len;
@@ -271,21 +277,23 @@ impl Model {
                     k_pe,
                     &mut y,
                 ),
-                (AttnWeights::Gqa(w), LayerCache::Gqa { k, v }, Attention::Vanilla { num_key_value_heads, head_dim }) => {
-                    gqa::forward(
-                        w,
-                        &self.store,
-                        cfg.num_attention_heads,
-                        *num_key_value_heads,
-                        *head_dim,
-                        &self.inv_freq,
-                        pos,
-                        &x,
-                        k,
-                        v,
-                        &mut y,
-                    )
-                }
+                (
+                    AttnWeights::Gqa(w),
+                    LayerCache::Gqa { k, v },
+                    Attention::Vanilla { num_key_value_heads, head_dim },
+                ) => gqa::forward(
+                    w,
+                    &self.store,
+                    cfg.num_attention_heads,
+                    *num_key_value_heads,
+                    *head_dim,
+                    &self.inv_freq,
+                    pos,
+                    &x,
+                    k,
+                    v,
+                    &mut y,
+                ),
                 _ => unreachable!("cache and weights are built from the same config"),
             }
             h.iter_mut().zip(&y).for_each(|(a, b)| *a += b * res_scale);

@@ -7,14 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-pub const FIXTURES: [&str; 6] = [
-    "mla_block_linear",
-    "gqa_tied_block_linear",
-    "mla_block3d",
-    "gqa_sum_norm",
-    "mla_noqlora_none_norm",
-    "gqa_dense",
-];
+pub const FIXTURES: [&str; 6] =
+    ["mla_block_linear", "gqa_tied_block_linear", "mla_block3d", "gqa_sum_norm", "mla_noqlora_none_norm", "gqa_dense"];
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -32,9 +26,11 @@ pub fn expected(name: &str) -> Value {
 /// A fresh scratch directory under target/ (removed first if it exists).
 pub fn scratch(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let d = root()
-        .join("target/test-scratch")
-        .join(format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let d = root().join("target/test-scratch").join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
