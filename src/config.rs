@@ -42,6 +42,15 @@ pub enum RouterNorm {
     None,
 }
 
+/// How the router turns its logits into expert scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Router {
+    /// BlockFFN: ReLU, then the given normalisation; an expert is active iff its ReLU output is > 0.
+    Relu(RouterNorm),
+    /// The TopK baseline: softmax over all logits, keep the `k` largest probabilities (not renormalised).
+    TopK { k: usize },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MlaDims {
     /// `None` means a plain `q_proj` (no low-rank query path).
@@ -70,7 +79,7 @@ pub enum Attention {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ffn {
-    Block { layout: FfnType, num_experts: usize, expert_size: usize, router_norm: RouterNorm, norm_scale: f32 },
+    Block { layout: FfnType, num_experts: usize, expert_size: usize, router: Router, norm_scale: f32 },
     Dense { intermediate_size: usize, gated: bool },
 }
 
@@ -175,11 +184,6 @@ impl ModelConfig {
                 "`rope_scaling` {v} is not supported (BlockFFN checkpoints use none); set it to null"
             )));
         }
-        if let Some(v) = k.get("router_act") {
-            if v.as_str() != Some("relu") {
-                return Err(Error::InvalidConfig(format!("`router_act` must be \"relu\", got {v}")));
-            }
-        }
         if let Some(v) = k.get("hidden_act") {
             if v.as_str() != Some("silu") {
                 return Err(Error::InvalidConfig(format!("`hidden_act` must be \"silu\", got {v}")));
@@ -238,6 +242,16 @@ impl ModelConfig {
         let ffn = match k.str("ffn_type")? {
             t @ ("block_linear" | "block") => {
                 let layout = if t == "block" { FfnType::Block } else { FfnType::BlockLinear };
+                let softmax_router = match k.get("router_act").map(|v| (v, v.as_str())) {
+                    None | Some((_, Some("relu"))) => false,
+                    Some((_, Some("softmax"))) => true,
+                    Some((v, _)) => {
+                        return Err(Error::InvalidConfig(format!(
+                            "unknown `router_act` {v} (supported: \"relu\" for BlockFFN, \"softmax\" for TopK)"
+                        )))
+                    }
+                };
+                let num_experts = k.pos_usize("num_experts")?;
                 let router_norm = match k.str("norm_after_router")? {
                     "rms" => RouterNorm::Rms,
                     "sum" => RouterNorm::Sum,
@@ -252,11 +266,21 @@ impl ModelConfig {
                     None => 1.0,
                     Some(_) => k.pos_f32("norm_scale")?,
                 };
-                let num_experts = k.pos_usize("num_experts")?;
                 if num_experts > u16::MAX as usize {
                     return Err(Error::InvalidConfig(format!("`num_experts` {num_experts} is too large")));
                 }
-                Ffn::Block { layout, num_experts, expert_size: k.pos_usize("expert_size")?, router_norm, norm_scale }
+                let router = if softmax_router {
+                    let top_k = k.pos_usize("moe_top_k")?;
+                    if top_k > num_experts {
+                        return Err(Error::InvalidConfig(format!(
+                            "`moe_top_k` {top_k} exceeds `num_experts` {num_experts}"
+                        )));
+                    }
+                    Router::TopK { k: top_k }
+                } else {
+                    Router::Relu(router_norm)
+                };
+                Ffn::Block { layout, num_experts, expert_size: k.pos_usize("expert_size")?, router, norm_scale }
             }
             "vanilla" => Ffn::Dense {
                 intermediate_size: k.pos_usize("intermediate_size")?,
@@ -361,5 +385,21 @@ mod tests {
         v["hidden_size"] = "768".into();
         assert!(ModelConfig::from_json_str(&v.to_string()).unwrap_err().to_string().contains("hidden_size"));
         assert!(ModelConfig::from_json_str("{not json").is_err());
+    }
+
+    #[test]
+    fn softmax_router_means_top_k() {
+        let mut v = small();
+        v["router_act"] = "softmax".into();
+        let e = ModelConfig::from_json_str(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("missing key `moe_top_k`"), "{e}");
+        v["moe_top_k"] = 10.into();
+        let c = ModelConfig::from_json_str(&v.to_string()).unwrap();
+        assert!(matches!(c.ffn, Ffn::Block { router: Router::TopK { k: 10 }, .. }));
+        v["moe_top_k"] = 49.into();
+        assert!(ModelConfig::from_json_str(&v.to_string()).is_err());
+        v["router_act"] = "gelu".into();
+        let e = ModelConfig::from_json_str(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("unknown `router_act`"), "{e}");
     }
 }

@@ -85,23 +85,53 @@ pub fn evaluate(model: &Model, ids: &[u32], mode: FfnMode) -> Result<EvalReport>
         return Err(Error::InvalidInput("evaluation needs a text of at least one token after BOS".into()));
     }
     let max = model.config().max_position_embeddings;
+    for seg in ids.chunks(max) {
+        model.check_ids(&model.new_cache(), seg)?;
+    }
+    let segs: Vec<&[u32]> = ids.chunks(max).collect();
+    let results = map_segments(&segs, |seg| eval_segment(model, seg, mode));
     let mut nll = 0.0f64;
     let mut tokens = 0usize;
-    let mut segments: Vec<ActiveSets> = Vec::new();
-    for seg in ids.chunks(max) {
-        let mut cache = model.new_cache();
-        let out = model.forward(&mut cache, seg, mode, Logits::All)?;
-        for (logits, &next) in out.logits.iter().zip(&seg[1..]) {
-            nll -= log_softmax_at(logits, next as usize);
-            tokens += 1;
-        }
-        segments.push(out.active);
+    let mut segments: Vec<ActiveSets> = Vec::with_capacity(results.len());
+    for r in results {
+        let (n, t, active) = r?;
+        nll += n;
+        tokens += t;
+        segments.push(active);
     }
     if tokens == 0 {
         return Err(Error::InvalidInput("evaluation text produced no predicted tokens".into()));
     }
     let sparsity = metrics::sparsity(&segments, model.config().num_experts(), &metrics::CLS_WINDOWS);
     Ok(EvalReport { ppl: (nll / tokens as f64).exp(), tokens, sparsity })
+}
+
+/// Negative log-likelihood sum, predicted-token count and active sets of one segment.
+fn eval_segment(model: &Model, seg: &[u32], mode: FfnMode) -> Result<(f64, usize, ActiveSets)> {
+    let mut cache = model.new_cache();
+    let out = model.forward(&mut cache, seg, mode, Logits::All)?;
+    let mut nll = 0.0;
+    for (logits, &next) in out.logits.iter().zip(&seg[1..]) {
+        nll -= log_softmax_at(logits, next as usize);
+    }
+    Ok((nll, seg.len() - 1, out.active))
+}
+
+/// Applies `f` to every segment, in order; natively the segments are spread over all cores.
+fn map_segments<T: Send>(segs: &[&[u32]], f: impl Fn(&[u32]) -> T + Sync) -> Vec<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(segs.len().max(1));
+        if threads > 1 {
+            let per = segs.len().div_ceil(threads);
+            return std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    segs.chunks(per).map(|part| s.spawn(|| part.iter().map(|seg| f(seg)).collect::<Vec<T>>())).collect();
+                handles.into_iter().flat_map(|h| h.join().expect("evaluation thread")).collect()
+            });
+        }
+    }
+    segs.iter().map(|seg| f(seg)).collect()
 }
 
 fn log_softmax_at(logits: &[f32], i: usize) -> f64 {

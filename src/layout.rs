@@ -3,7 +3,7 @@
 //! One table drives both the converter (what to expect, how to re-lay it out) and the loader
 //! (what the runtime file must contain), so the two can never disagree.
 
-use crate::config::{Attention, Ffn, FfnType, ModelConfig, RouterNorm};
+use crate::config::{Attention, Ffn, FfnType, ModelConfig, Router, RouterNorm};
 
 /// How a source tensor becomes its runtime form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +81,9 @@ pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
         }
         t.push(same(format!("{p}.post_attention_layernorm.weight"), vec![h], true));
         match cfg.ffn {
-            Ffn::Block { layout, num_experts: ne, expert_size: de, router_norm, .. } => {
+            Ffn::Block { layout, num_experts: ne, expert_size: de, router, .. } => {
                 t.push(same(format!("{p}.mlp.router_proj.weight"), vec![ne, h], true));
-                if router_norm == RouterNorm::Rms {
+                if router == Router::Relu(RouterNorm::Rms) {
                     t.push(same(format!("{p}.mlp.router_norm.weight"), vec![ne], true));
                 }
                 let (up_shape, down_shape, down_tf) = match layout {

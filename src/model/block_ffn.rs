@@ -5,7 +5,7 @@
 //! score: router-norm weights may be negative). Skipping inactive experts is exact, so the sparse
 //! path is the default; the dense path computes every expert and is kept for comparison.
 
-use crate::config::RouterNorm;
+use crate::config::{Router, RouterNorm};
 use crate::kernels::{axpy_rows, axpy_rows_dense, matvec, silu};
 use crate::weights::{TensorInfo, WeightStore};
 
@@ -21,7 +21,7 @@ pub(crate) struct BlockFfnWeights {
 pub(crate) struct BlockFfnParams {
     pub experts: usize,
     pub expert_size: usize,
-    pub norm: RouterNorm,
+    pub router: Router,
     pub norm_scale: f32,
     pub eps: f32,
 }
@@ -38,6 +38,13 @@ pub(crate) fn route(
     let mut a = vec![0.0; p.experts];
     matvec(store.mat(&w.router), x, &mut a);
     active.clear();
+    let norm = match p.router {
+        Router::TopK { k } => {
+            top_k_softmax(&mut a, k, active);
+            return a;
+        }
+        Router::Relu(norm) => norm,
+    };
     for (e, v) in a.iter_mut().enumerate() {
         if *v > 0.0 {
             active.push(e as u16);
@@ -45,7 +52,7 @@ pub(crate) fn route(
             *v = 0.0;
         }
     }
-    match p.norm {
+    match norm {
         RouterNorm::Rms => {
             let g = store.f32s(w.router_norm.as_ref().expect("rms router has a norm weight"));
             // RMS over all Ne entries, zeros included.
@@ -63,6 +70,20 @@ pub(crate) fn route(
         RouterNorm::None => {}
     }
     a
+}
+
+/// TopK baseline: softmax over all logits, keep the k largest (lower id wins ties), zero the rest.
+fn top_k_softmax(a: &mut [f32], k: usize, active: &mut Vec<u16>) {
+    crate::kernels::softmax(a);
+    let mut order: Vec<u16> = (0..a.len() as u16).collect();
+    order.sort_by(|&x, &y| a[y as usize].total_cmp(&a[x as usize]).then(x.cmp(&y)));
+    active.extend_from_slice(&order[..k]);
+    active.sort_unstable();
+    for (e, v) in a.iter_mut().enumerate() {
+        if active.binary_search(&(e as u16)).is_err() {
+            *v = 0.0;
+        }
+    }
 }
 
 /// Sparse FFN: only the active experts' up rows and down rows are read.

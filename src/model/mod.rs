@@ -17,7 +17,7 @@ pub use cache::KvCache;
 
 use cache::LayerCache;
 
-use crate::config::{Attention, Ffn, ModelConfig, RouterNorm};
+use crate::config::{Attention, Ffn, ModelConfig, Router, RouterNorm};
 use crate::kernels::{matvec, rmsnorm, rope_inv_freq, row_to_f32};
 use crate::layout::tensor_table;
 use crate::weights::{DType, TensorInfo, WeightStore};
@@ -125,9 +125,9 @@ impl Model {
                 }),
             };
             let ffn = match config.ffn {
-                Ffn::Block { router_norm, .. } => FfnWeights::Block(BlockFfnWeights {
+                Ffn::Block { router, .. } => FfnWeights::Block(BlockFfnWeights {
                     router: t(format!("{p}.mlp.router_proj.weight")),
-                    router_norm: (router_norm == RouterNorm::Rms).then(|| t(format!("{p}.mlp.router_norm.weight"))),
+                    router_norm: (router == Router::Relu(RouterNorm::Rms)).then(|| t(format!("{p}.mlp.router_norm.weight"))),
                     up: t(format!("{p}.mlp.up_proj")),
                     down_t: t(format!("{p}.mlp.down_proj_t")),
                 }),
@@ -149,10 +149,10 @@ impl Model {
             Attention::Vanilla { head_dim, .. } => *head_dim,
         };
         let ffn_params = match config.ffn {
-            Ffn::Block { num_experts, expert_size, router_norm, norm_scale, .. } => Some(BlockFfnParams {
+            Ffn::Block { num_experts, expert_size, router, norm_scale, .. } => Some(BlockFfnParams {
                 experts: num_experts,
                 expert_size,
-                norm: router_norm,
+                router,
                 norm_scale,
                 eps: config.rms_norm_eps,
             }),
