@@ -7,6 +7,12 @@ use crate::weights::Mat;
 /// A stored weight element that widens to f32.
 pub trait Elem: Copy {
     fn f32(self) -> f32;
+    /// Widens a whole slice (f16 uses the CPU's conversion instructions where it has them).
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.f32();
+        }
+    }
 }
 impl Elem for f32 {
     #[inline(always)]
@@ -19,11 +25,19 @@ impl Elem for f16 {
     fn f32(self) -> f32 {
         self.to_f32()
     }
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
 }
 impl Elem for bf16 {
     #[inline(always)]
     fn f32(self) -> f32 {
         self.to_f32()
+    }
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
     }
 }
 
@@ -38,8 +52,10 @@ pub fn dot<T: Elem>(w: &[T], x: &[f32]) -> f32 {
 }
 
 fn matvec_t<T: Elem>(w: &[T], cols: usize, x: &[f32], y: &mut [f32]) {
+    let mut row = vec![0.0f32; cols];
     for (r, out) in y.iter_mut().enumerate() {
-        *out = dot(&w[r * cols..(r + 1) * cols], x);
+        T::widen(&w[r * cols..(r + 1) * cols], &mut row);
+        *out = dot(&row, x);
     }
 }
 
@@ -48,19 +64,25 @@ pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), w.cols(), "matvec: input length");
     assert_eq!(y.len(), w.rows(), "matvec: output length");
     match w {
-        Mat::F32 { data, cols, .. } => matvec_t(data, cols, x, y),
+        Mat::F32 { data, cols, .. } => {
+            for (r, out) in y.iter_mut().enumerate() {
+                *out = dot(&data[r * cols..(r + 1) * cols], x);
+            }
+        }
         Mat::F16 { data, cols, .. } => matvec_t(data, cols, x, y),
         Mat::BF16 { data, cols, .. } => matvec_t(data, cols, x, y),
     }
 }
 
-fn axpy_rows_t<T: Elem>(w: &[T], cols: usize, coeff: &[f32], y: &mut [f32]) {
+fn axpy_rows_t<T: Elem>(w: &[T], cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
+    let mut row = vec![0.0f32; cols];
     for (r, &c) in coeff.iter().enumerate() {
-        if c == 0.0 {
+        if skip_zero && c == 0.0 {
             continue;
         }
-        for (o, a) in y.iter_mut().zip(&w[r * cols..(r + 1) * cols]) {
-            *o += c * a.f32();
+        T::widen(&w[r * cols..(r + 1) * cols], &mut row);
+        for (o, a) in y.iter_mut().zip(&row) {
+            *o += c * a;
         }
     }
 }
@@ -70,9 +92,9 @@ pub fn axpy_rows(w: Mat, coeff: &[f32], y: &mut [f32]) {
     assert_eq!(coeff.len(), w.rows(), "axpy_rows: coefficient count");
     assert_eq!(y.len(), w.cols(), "axpy_rows: output length");
     match w {
-        Mat::F32 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y),
-        Mat::F16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y),
-        Mat::BF16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y),
+        Mat::F32 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, true),
+        Mat::F16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, true),
+        Mat::BF16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, true),
     }
 }
 
@@ -80,17 +102,10 @@ pub fn axpy_rows(w: Mat, coeff: &[f32], y: &mut [f32]) {
 pub fn axpy_rows_dense(w: Mat, coeff: &[f32], y: &mut [f32]) {
     assert_eq!(coeff.len(), w.rows(), "axpy_rows_dense: coefficient count");
     assert_eq!(y.len(), w.cols(), "axpy_rows_dense: output length");
-    fn run<T: Elem>(w: &[T], cols: usize, coeff: &[f32], y: &mut [f32]) {
-        for (r, &c) in coeff.iter().enumerate() {
-            for (o, a) in y.iter_mut().zip(&w[r * cols..(r + 1) * cols]) {
-                *o += c * a.f32();
-            }
-        }
-    }
     match w {
-        Mat::F32 { data, cols, .. } => run(data, cols, coeff, y),
-        Mat::F16 { data, cols, .. } => run(data, cols, coeff, y),
-        Mat::BF16 { data, cols, .. } => run(data, cols, coeff, y),
+        Mat::F32 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, false),
+        Mat::F16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, false),
+        Mat::BF16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, false),
     }
 }
 
