@@ -23,7 +23,8 @@ fn rust_ids_equal_python_ids() {
         let mut with_bos = if want.first() == Some(&1) { vec![] } else { vec![1] };
         with_bos.extend(&want);
         assert_eq!(tok.encode(text).unwrap(), with_bos);
-        if !text.contains("<|im_") {
+        // decode drops special tokens, so only plain text round-trips
+        if !["<s>", "</s>", "<unk>", "<|im_"].iter().any(|s| text.contains(s)) {
             assert_eq!(tok.decode(&want).unwrap(), text, "round trip of {text:?}");
         }
     }
