@@ -33,7 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from blockffn_ref import BlockFFNForCausalLM, eval_sparsity, load_hf, save_hf  # noqa: E402
-from blockffn_ref.model import is_block_ffn  # noqa: E402
+from blockffn_ref.model import extra_hf_config_keys, is_block_ffn, is_topk_router, normalize_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 384
@@ -47,6 +47,9 @@ MARGIN_MIN = 1e-3
 # Every router logit A0 of the ids / eval runs must be at least this far from 0,
 # so that the active sets cannot flip under a different summation order.
 A0_MIN_ABS = 1e-4
+# TopK fixture: the gap between the k-th and (k+1)-th largest router logit of every
+# (layer, position) must be at least this large, so the top-k sets cannot flip.
+TOPK_GAP_MIN = {"ids": 1e-3, "eval": 1e-4}
 CLS_WINDOWS = (1, 2, 4, 8, 16, 32, 64)
 
 # ---------------------------------------------------------------------------
@@ -185,6 +188,10 @@ FIXTURES = [
      dict(BASE, attention_type="vanilla", num_attention_heads=4, num_key_value_heads=1,
           ffn_type="vanilla", ffn_gated=True, intermediate_size=96, num_hidden_layers=2,
           tie_word_embeddings=False), 606),
+    # the TopK baseline: softmax over the 12 router logits, top-3 kept unrenormalised, no router norm
+    ("mla_topk",
+     dict(BASE, **MLA, **_block(12, 8, norm="none"), router_act="softmax", moe_top_k=3,
+          num_hidden_layers=3, tie_word_embeddings=False), 707),
 ]
 
 # Router rows are  random + ROUTER_SHIFT * d + b_e * m  where d is one random unit
@@ -250,12 +257,14 @@ def forward(model, ids):
 
 
 def active_lists(routers):
-    """[layer][position] -> sorted expert ids with A1 > 0."""
+    """[layer][position] -> sorted expert ids with A1 > 0 (the top-k set of a softmax router)."""
     res = []
     for r in routers:
         if r is None:
             return []
         a1 = r.a1[0]
+        if r.active is not None:  # softmax router: the kept probabilities must all be > 0
+            assert torch.equal(a1 > 0, r.active[0])
         res.append([torch.nonzero(a1[t] > 0).flatten().tolist() for t in range(a1.shape[0])])
     return res
 
@@ -264,9 +273,30 @@ def min_abs_a0(routers) -> float:
     return min(float(r.a0.abs().min()) for r in routers)
 
 
+def min_topk_gap(routers, k) -> float:
+    """Smallest gap between the k-th and (k+1)-th largest router logit."""
+    gaps = []
+    for r in routers:
+        srt = torch.sort(r.a0, dim=-1, descending=True).values
+        gaps.append(float((srt[..., k - 1] - srt[..., k]).min()))
+    return min(gaps)
+
+
+def router_margin(model, routers) -> float:
+    """The fixture's robustness margin: min top-k gap (TopK) or min |A0| (ReLU)."""
+    if is_topk_router(model.config):
+        return min_topk_gap(routers, model.config["moe_top_k"])
+    return min_abs_a0(routers)
+
+
 def check_router_constraints(model, routers, name):
     """Problems with the block-FFN fixture constraints (empty list if fine)."""
     problems = []
+    if is_topk_router(model.config):
+        gap = min_topk_gap(routers, model.config["moe_top_k"])
+        if gap < TOPK_GAP_MIN["ids"]:
+            problems.append(f"top-k logit gap {gap:.3g} below {TOPK_GAP_MIN['ids']}")
+        return problems, 0
     if min_abs_a0(routers) < A0_MIN_ABS:
         problems.append(f"a router logit is within {A0_MIN_ABS} of 0")
     act = active_lists(routers)
@@ -317,7 +347,7 @@ def evaluate(model, ids_all, max_len, block):
             n_pred += len(seg) - 1
         if block:
             masks_per_seg.append(torch.stack([r.a1[0] > 0 for r in routers]))  # [layers, T, Ne]
-            a0_min = min(a0_min, min_abs_a0(routers))
+            a0_min = min(a0_min, router_margin(model, routers))
     ev = {"max_tokens": None, "ppl": math.exp(nll_sum / n_pred), "tokens": n_pred}
     if block:
         masks = torch.cat(masks_per_seg, dim=1)
@@ -339,6 +369,7 @@ def r7(x: float) -> float:
 
 def build_fixture(name, config, seed, out_root, tok_path, eval_ids):
     block = is_block_ffn(config)
+    topk = block and is_topk_router(normalize_config(config))
     for attempt in range(200):
         g = torch.Generator().manual_seed(seed * 1000 + attempt)
         torch.manual_seed(seed * 1000 + attempt)
@@ -367,7 +398,10 @@ def build_fixture(name, config, seed, out_root, tok_path, eval_ids):
             print(f"  {name}: attempt {attempt} rejected: greedy margin {margin:.3g}")
             continue
         ev, a0_eval = evaluate(model, eval_ids, config["max_position_embeddings"], block)
-        if block and a0_eval < A0_MIN_ABS:
+        if topk and a0_eval < TOPK_GAP_MIN["eval"]:
+            print(f"  {name}: attempt {attempt} rejected: eval top-k gap {a0_eval:.3g}")
+            continue
+        if block and not topk and a0_eval < A0_MIN_ABS:
             print(f"  {name}: attempt {attempt} rejected: eval router logit within {A0_MIN_ABS} of 0")
             continue
         break
@@ -376,10 +410,20 @@ def build_fixture(name, config, seed, out_root, tok_path, eval_ids):
 
     fdir = os.path.join(out_root, name)
     hf = os.path.join(fdir, "hf")
-    if os.path.isdir(fdir):
-        shutil.rmtree(fdir)
+    # replace only what this script writes (other tools keep files beside it, e.g. runtime/)
+    if os.path.isdir(hf):
+        shutil.rmtree(hf)
     os.makedirs(hf)
     save_hf(model, config, hf)
+    extra = extra_hf_config_keys(config)
+    if extra:  # keys checkpoint.hf_config_dict does not write (moe_top_k of the TopK router)
+        cpath = os.path.join(hf, "config.json")
+        with open(cpath) as f:
+            body = json.load(f)
+        body.update(extra)
+        with open(cpath, "w") as f:
+            json.dump(body, f, indent=2)
+            f.write("\n")
     shutil.copyfile(tok_path, os.path.join(hf, "tokenizer.json"))
     with open(os.path.join(fdir, "eval.txt"), "w") as f:
         f.write(EVAL_TEXT)
@@ -395,10 +439,12 @@ def build_fixture(name, config, seed, out_root, tok_path, eval_ids):
         "logits": [[r7(v) for v in row] for row in logits.tolist()],
         "active_experts": active_lists(routers) if block else [],
         "zero_active_count": zero,
-        "min_abs_router_logit": {"ids": min_abs_a0(routers), "eval": a0_eval} if block else None,
+        "min_abs_router_logit": {"ids": min_abs_a0(routers), "eval": a0_eval} if block and not topk else None,
         "greedy": {"prompt_ids": prompt, "new_ids": new, "min_margin": margin},
         "eval": ev,
     }
+    if topk:
+        expected["min_topk_gap"] = {"ids": min_topk_gap(routers, config["moe_top_k"]), "eval": a0_eval}
     with open(os.path.join(fdir, "expected.json"), "w") as f:
         json.dump(expected, f, separators=(",", ":"))
         f.write("\n")
@@ -408,6 +454,8 @@ def build_fixture(name, config, seed, out_root, tok_path, eval_ids):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(REPO, "tests", "fixtures"))
+    ap.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="write only this fixture (repeatable; default: all)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -421,7 +469,12 @@ def main():
         tok = Tokenizer.from_file(tok_path)
         eval_ids = [BOS] + tok.encode(EVAL_TEXT, add_special_tokens=False).ids
         print(f"tokenizer: {tok.get_vocab_size()} ids; eval text: {len(eval_ids)} ids incl. BOS")
+        unknown = set(args.only) - {n for n, _, _ in FIXTURES}
+        if unknown:
+            raise SystemExit(f"unknown fixture(s): {sorted(unknown)}")
         for name, config, seed in FIXTURES:
+            if args.only and name not in args.only:
+                continue
             exp, attempt = build_fixture(name, config, seed, args.out, tok_path, eval_ids)
             ev = exp["eval"]
             cls_txt = "-" if ev["cls"] is None else " ".join(

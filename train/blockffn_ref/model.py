@@ -19,7 +19,12 @@ Forward pass (one sequence; ``L`` layers, ``H`` hidden size)::
 Attention is either MLA (``attention_type == "mla"``) or standard multi-head
 / grouped-query attention (``"vanilla"``).  The FFN is either a BlockFFN
 (``ffn_type`` ``"block_linear"`` or ``"block"``: ReLU router, router
-normalisation, non-gated SiLU experts) or a dense FFN (``"vanilla"``).
+normalisation, non-gated SiLU experts) or a dense FFN (``"vanilla"``).  A block
+FFN with ``router_act == "softmax"`` is the TopK baseline of the paper: softmax
+over all Ne router logits, keep the ``moe_top_k`` largest probabilities (ties
+go to the lower expert index), multiply the kept experts by their probability
+(not renormalised); it has no router norm (``norm_after_router`` must be
+``"none"``).
 
 Every layer's router tensors are returned by ``forward`` so that the training
 losses and the sparsity metrics can be computed from them:
@@ -27,6 +32,9 @@ losses and the sparsity metrics can be computed from them:
 * ``a0``     router logits before the ReLU,                 [B, T, Ne]
 * ``a1``     ReLU output (an expert is *active* iff a1 > 0),  [B, T, Ne]
 * ``scores`` final (normalised, weighted) expert scores,      [B, T, Ne]
+
+For the softmax (TopK) router ``a1`` is the kept probabilities (zero outside the
+top-k set), ``probs`` the full softmax and ``active`` the top-k mask.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ CONFIG_DEFAULTS = {
     "router_act": "relu",
     "expert_size": 128,
     "num_experts": 40,
+    "moe_top_k": 2,
     "norm_after_router": "sum",
     "norm_scale": 1.0,
     "max_position_embeddings": 4096,
@@ -105,8 +114,15 @@ def normalize_config(cfg: dict) -> dict:
         raise ValueError(f"unsupported norm_after_router {c['norm_after_router']!r}")
     if c["hidden_act"] != "silu":
         raise ValueError("only hidden_act 'silu' is supported")
-    if is_block_ffn(c) and c["router_act"] != "relu":
-        raise ValueError("only router_act 'relu' is supported")
+    if is_block_ffn(c):
+        if c["router_act"] not in ("relu", "softmax"):
+            raise ValueError(f"unsupported router_act {c['router_act']!r} (relu or softmax)")
+        if c["router_act"] == "softmax":
+            k = c["moe_top_k"]
+            if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= c["num_experts"]:
+                raise ValueError(f"moe_top_k must be an int in 1..num_experts, got {k!r}")
+            if c["norm_after_router"] != "none":
+                raise ValueError("the softmax (TopK) router takes norm_after_router 'none'")
     if c["rope_scaling"] is not None:
         raise ValueError("rope_scaling is not supported")
     if c["attention_bias"]:
@@ -120,6 +136,21 @@ def normalize_config(cfg: dict) -> dict:
 
 def is_block_ffn(c: dict) -> bool:
     return c["ffn_type"] in ("block", "block_linear")
+
+
+def is_topk_router(c: dict) -> bool:
+    """True for the TopK baseline (block FFN with a softmax router)."""
+    return is_block_ffn(c) and c["router_act"] == "softmax"
+
+
+def extra_hf_config_keys(config: dict) -> dict:
+    """config.json keys that ``checkpoint.hf_config_dict`` does not write yet but
+    the model needs: ``moe_top_k`` for the softmax (TopK) router.  Empty for
+    every ReLU-routed or dense model, so their config.json stays unchanged."""
+    c = normalize_config(config)
+    if is_topk_router(c):
+        return {"moe_top_k": int(c["moe_top_k"])}
+    return {}
 
 
 def q_lora_rank(c: dict) -> int:
@@ -181,8 +212,37 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (xf * c + _rotate_half(xf) * s).to(x.dtype)
 
 
+_FLEX = None
+
+
+def _flex_attention():
+    """torch's flex_attention, compiled once (the uncompiled one is a slow reference)."""
+    global _FLEX
+    if _FLEX is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX = torch.compile(flex_attention, dynamic=False)
+    return _FLEX
+
+
+def segment_block_mask(segment_ids: torch.Tensor):
+    """flex_attention BlockMask: causal and restricted to equal segment ids."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    B, T = segment_ids.shape
+    seg = segment_ids
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (seg[b, q_idx] == seg[b, kv_idx])
+
+    return create_block_mask(mask_mod, B, None, T, T, device=segment_ids.device)
+
+
 def attend(q, k, v, mask, scale: float, impl: str) -> torch.Tensor:
-    """softmax(q k^T * scale, masked) v.   q,k [B,h,T,dq]; v [B,h,T,dv]; mask [B,1,T,T] bool."""
+    """softmax(q k^T * scale, masked) v.   q,k [B,h,T,dq]; v [B,h,T,dv]; mask [B,1,T,T] bool
+    (for impl "flex": a BlockMask from ``segment_block_mask``)."""
+    if impl == "flex":
+        return _flex_attention()(q, k, v, block_mask=mask, scale=scale)
     if impl == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     scores = torch.matmul(_up(q), _up(k).transpose(-1, -2)) * scale
@@ -294,6 +354,18 @@ class RouterOutput:
     a0: torch.Tensor  # pre-ReLU router logits
     a1: torch.Tensor  # ReLU output; active iff > 0
     scores: torch.Tensor  # normalised (and weighted) scores that multiply the experts
+    probs: Optional[torch.Tensor] = None  # softmax router only: softmax over all Ne logits
+    active: Optional[torch.Tensor] = None  # softmax router only: top-k mask (bool)
+
+    def active_mask(self) -> torch.Tensor:
+        """Boolean [.., Ne] mask of the experts that are computed for each token."""
+        return self.active if self.active is not None else self.a1 > 0
+
+
+def topk_mask(probs: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the k largest entries along the last axis; ties -> lower index."""
+    order = torch.sort(probs, dim=-1, descending=True, stable=True).indices[..., :k]
+    return torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, order, True)
 
 
 class BlockFFN(nn.Module):
@@ -313,6 +385,8 @@ class BlockFFN(nn.Module):
         self.layout = c["ffn_type"]
         self.norm_type = c["norm_after_router"]
         self.norm_scale = float(c["norm_scale"])
+        self.softmax_router = c["router_act"] == "softmax"
+        self.top_k = int(c["moe_top_k"]) if self.softmax_router else 0
         self.router_proj = nn.Linear(H, Ne, bias=False)
         if self.norm_type == "rms":
             self.router_norm = RMSNorm(Ne, c["rms_norm_eps"])
@@ -335,6 +409,13 @@ class BlockFFN(nn.Module):
 
     def route(self, x: torch.Tensor) -> RouterOutput:
         a0 = self.router_proj(x)
+        if self.softmax_router:
+            # TopK baseline: softmax (in fp32) over all logits, keep the k largest
+            # probabilities unrenormalised; ties go to the lower expert index.
+            probs = torch.softmax(_up(a0), dim=-1)
+            keep = topk_mask(probs, self.top_k)
+            s = (probs * keep).to(a0.dtype)
+            return RouterOutput(a0, s, s, probs=probs, active=keep)
         a1 = F.relu(a0)
         if self.norm_type == "rms":
             s = self.router_norm(a1)
@@ -354,7 +435,8 @@ class BlockFFN(nn.Module):
 
     @torch.no_grad()
     def forward_sparse(self, x: torch.Tensor):
-        """Same result computing only the active experts (A1 > 0), token by token.
+        """Same result computing only the active experts (A1 > 0, or the top-k set
+        of a softmax router), token by token.
 
         x: [N, H].  Used to check that skipping inactive experts is exact.
         """
@@ -363,8 +445,9 @@ class BlockFFN(nn.Module):
         up = self.up_linear().view(Ne, de, H)
         down = self.down_linear().view(H, Ne, de)
         out = torch.zeros_like(x)
+        act = r.active_mask()
         for t in range(x.shape[0]):
-            for e in torch.nonzero(r.a1[t] > 0).flatten().tolist():
+            for e in torch.nonzero(act[t]).flatten().tolist():
                 u = F.silu(up[e] @ x[t]) * r.scores[t, e]
                 out[t] += down[:, e, :] @ u
         return out, r
@@ -439,8 +522,10 @@ def positions_from_segments(segment_ids: torch.Tensor) -> torch.Tensor:
 class BlockFFNForCausalLM(nn.Module):
     """The full causal LM.  ``config`` is a Hugging Face style dict.
 
-    ``attn_impl``: "sdpa" (torch scaled_dot_product_attention, fast) or
-    "eager" (explicit fp32 softmax; used for the golden fixtures).
+    ``attn_impl``: "sdpa" (torch scaled_dot_product_attention, fast),
+    "eager" (explicit fp32 softmax; used for the golden fixtures) or "flex"
+    (compiled flex_attention with a block-sparse segment mask; for training on
+    a GPU).
     """
 
     def __init__(self, config: dict, attn_impl: str = "sdpa"):
@@ -495,12 +580,12 @@ class BlockFFNForCausalLM(nn.Module):
                 position_ids = torch.arange(T, device=dev).expand(B, T)
         elif position_ids.dim() == 1:
             position_ids = position_ids.expand(B, T)
-        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
-        if segment_ids is not None:
-            same = segment_ids[:, :, None] == segment_ids[:, None, :]
-            mask = (causal[None] & same)[:, None]
+        if self.attn_impl == "flex":
+            if segment_ids is None:
+                segment_ids = torch.zeros(B, T, dtype=torch.int32, device=dev)
+            mask = segment_block_mask(segment_ids)
         else:
-            mask = causal[None, None].expand(B, 1, T, T)
+            mask = self._dense_mask(B, T, segment_ids, dev)
 
         h = self.model.embed_tokens(input_ids) * self.scale_emb
         routers = []
@@ -510,6 +595,16 @@ class BlockFFNForCausalLM(nn.Module):
         y = self.model.norm(h)
         logits = F.linear(y / self.logit_divisor, self.lm_head_weight())
         return ForwardOutput(logits, routers, y if return_hidden else None)
+
+    @staticmethod
+    def _dense_mask(B, T, segment_ids, dev):
+        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
+        if segment_ids is not None:
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]
+            mask = (causal[None] & same)[:, None]
+        else:
+            mask = causal[None, None].expand(B, 1, T, T)
+        return mask
 
 
 def count_parameters(model: nn.Module, non_embedding: bool = True) -> int:
