@@ -11,5 +11,5 @@ cargo test --features cli
 echo "== wasm32 tests under Node"
 cargo test --target wasm32-unknown-unknown --test wasm_node
 
-echo "== Python reference tests"
-python3 -m pytest train/tests -q
+echo "== Python: reference model, training objectives, corpus, trained export through the Rust CLI"
+BLOCKFFN_BIN="$PWD/target/debug/blockffn" python3 -m pytest train/tests -q
