@@ -9,7 +9,7 @@ echo "== native Rust tests"
 cargo test --features cli
 
 echo "== wasm32 tests under Node"
-cargo test --target wasm32-unknown-unknown --test wasm_node
+cargo test --target wasm32-unknown-unknown --test wasm_node --test wasm_kernels
 
 echo "== Python: reference model, training objectives, corpus, trained export through the Rust CLI"
 BLOCKFFN_BIN="$PWD/target/debug/blockffn" python3 -m pytest train/tests -q

@@ -1,6 +1,15 @@
 //! Numeric kernels with no model knowledge. `scalar` is the plain reference every faster kernel
-//! (SIMD128, WGSL) is tested against.
+//! (SIMD128, WGSL) is tested against; it is always compiled.
+//!
+//! The crate's default kernels (`crate::kernels::matvec` etc.) are the SIMD128 ones on wasm32 built
+//! with `+simd128` (.cargo/config.toml sets it) and the scalar ones elsewhere. Anything `simd128`
+//! does not provide (RoPE, the scalar `silu`, `Elem`) comes from `scalar` on every target.
 
 pub mod scalar;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod simd128;
 
 pub use scalar::*;
+// Named imports shadow the glob above: these are the fast versions.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub use simd128::{axpy_rows, axpy_rows_dense, dot, matvec, rmsnorm, row_to_f32, silu_scaled, softmax};

@@ -7,6 +7,8 @@ use crate::weights::Mat;
 /// A stored weight element that widens to f32.
 pub trait Elem: Copy {
     fn f32(self) -> f32;
+    /// This slice viewed as a row-major `[rows, cols]` matrix (lets dtype-specific kernels dispatch).
+    fn mat(data: &[Self], rows: usize, cols: usize) -> Mat<'_>;
     /// Widens a whole slice (f16 uses the CPU's conversion instructions where it has them).
     fn widen(src: &[Self], dst: &mut [f32]) {
         for (d, s) in dst.iter_mut().zip(src) {
@@ -19,11 +21,17 @@ impl Elem for f32 {
     fn f32(self) -> f32 {
         self
     }
+    fn mat(data: &[Self], rows: usize, cols: usize) -> Mat<'_> {
+        Mat::F32 { data, rows, cols }
+    }
 }
 impl Elem for f16 {
     #[inline(always)]
     fn f32(self) -> f32 {
         self.to_f32()
+    }
+    fn mat(data: &[Self], rows: usize, cols: usize) -> Mat<'_> {
+        Mat::F16 { data, rows, cols }
     }
     fn widen(src: &[Self], dst: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
@@ -34,6 +42,9 @@ impl Elem for bf16 {
     #[inline(always)]
     fn f32(self) -> f32 {
         self.to_f32()
+    }
+    fn mat(data: &[Self], rows: usize, cols: usize) -> Mat<'_> {
+        Mat::BF16 { data, rows, cols }
     }
     fn widen(src: &[Self], dst: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
@@ -139,6 +150,13 @@ pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 #[inline]
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+/// `x[i] = silu(x[i]) · scale` over a slice (an expert's activation times its router score).
+pub fn silu_scaled(x: &mut [f32], scale: f32) {
+    for v in x.iter_mut() {
+        *v = silu(*v) * scale;
+    }
 }
 
 /// In-place softmax; returns nothing, leaves a probability vector.

@@ -6,7 +6,7 @@
 //! path is the default; the dense path computes every expert and is kept for comparison.
 
 use crate::config::{Router, RouterNorm};
-use crate::kernels::{axpy_rows, axpy_rows_dense, matvec, silu};
+use crate::kernels::{axpy_rows, axpy_rows_dense, matvec, silu_scaled};
 use crate::weights::{TensorInfo, WeightStore};
 
 pub(crate) struct BlockFfnWeights {
@@ -103,8 +103,7 @@ pub(crate) fn forward_sparse(
     for &e in active {
         let (r0, r1) = (e as usize * de, (e as usize + 1) * de);
         matvec(up.row_range(r0, r1), x, &mut u);
-        let s = scores[e as usize];
-        u.iter_mut().for_each(|v| *v = silu(*v) * s);
+        silu_scaled(&mut u, scores[e as usize]);
         axpy_rows(down.row_range(r0, r1), &u, out);
     }
 }
@@ -122,7 +121,7 @@ pub(crate) fn forward_dense(
     let mut u = vec![0.0; p.experts * de];
     matvec(store.mat(&w.up), x, &mut u);
     for (e, block) in u.chunks_mut(de).enumerate() {
-        block.iter_mut().for_each(|v| *v = silu(*v) * scores[e]);
+        silu_scaled(block, scores[e]);
     }
     out.iter_mut().for_each(|v| *v = 0.0);
     axpy_rows_dense(store.mat(&w.down_t), &u, out);

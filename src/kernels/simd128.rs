@@ -1,0 +1,559 @@
+//! WebAssembly SIMD128 kernels: the same functions, signatures and semantics as [`super::scalar`],
+//! four f32 lanes at a time. Compiled only for wasm32 with `+simd128` (set in .cargo/config.toml);
+//! tests/wasm_kernels.rs checks every kernel here against its scalar twin.
+//!
+//! Numerics, compared with the scalar twin:
+//! - f16/bf16 → f32 widening is exact and gives the same bits as `half` (NaN stays NaN).
+//! - `row_to_f32`, `axpy_rows` and `axpy_rows_dense` do the same operations in the same order per
+//!   output element, so their results are bit-identical.
+//! - `dot` and `matvec` sum in 8 (`matvec`) or 16 (`dot`) lane accumulators and then add those up,
+//!   so they differ from the sequential scalar sum by rounding only; f32 accumulation throughout.
+//! - `rmsnorm` differs only in the rounding of Σx²; `softmax` and `silu_scaled` use a polynomial
+//!   `exp` (a few ulp from libm's) and, for `softmax`, a lane-wise sum.
+//!
+//! All loads are unaligned `v128.load`s inside bounds checked at each function's entry.
+
+use core::arch::wasm32::*;
+
+use half::{bf16, f16};
+
+use super::scalar::Elem;
+use crate::weights::Mat;
+
+// ---------------------------------------------------------------------------------------------
+// Loading and widening stored elements.
+
+/// Element types that load and widen to f32 four or eight at a time.
+trait Wide: Elem {
+    /// `p[0..8]` as f32: lanes 0–3 and lanes 4–7.
+    ///
+    /// # Safety
+    /// `p..p+8` must be in bounds of one slice.
+    unsafe fn load8(p: *const Self) -> (v128, v128);
+    /// `p[0..4]` as f32.
+    ///
+    /// # Safety
+    /// `p..p+4` must be in bounds of one slice.
+    unsafe fn load4(p: *const Self) -> v128;
+    /// Makes widened values bit-identical to the scalar conversion (only bf16 NaNs need it: `half`
+    /// sets their quiet bit). Used where values are copied out, not where they are multiplied.
+    #[inline(always)]
+    fn exact(v: v128) -> v128 {
+        v
+    }
+}
+
+impl Wide for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> (v128, v128) {
+        (v128_load(p as *const v128), v128_load(p.add(4) as *const v128))
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const f32) -> v128 {
+        v128_load(p as *const v128)
+    }
+}
+
+/// Interleaves zero halves below eight 16-bit values: each u32 lane holds one value in its top half,
+/// which for bf16 already is the f32 bit pattern.
+#[inline(always)]
+fn to_top_halves(h: v128) -> (v128, v128) {
+    let z = u16x8_splat(0);
+    (u16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(z, h), u16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(z, h))
+}
+
+/// f16 → f32 on four lanes that hold the f16 bits in their top 16 bits (low 16 bits zero), for
+/// any f16: exact, and bit-identical to `half`.
+///
+/// Exponent and mantissa move to the f32 position (`e = (h & 0x7fff) << 13`). Normal numbers,
+/// infinities and NaNs: add 224 to the exponent field and multiply by 2^-112, which rebiases
+/// normals exactly and leaves ±inf infinite and NaNs NaN. (Wasm makes that NaN quiet, as `half`
+/// does; V8 on x86-64 and arm64 also keeps sign and payload, so the bits match `half`'s.) Zero and
+/// subnormals (exponent 0): `(2^-14 · (1 + m/1024)) − 2^-14 = m · 2^-24`, exact. The sign is ORed
+/// back last. No operand or result is an f32 subnormal, so there is no slow path on any CPU.
+#[inline(always)]
+fn f16_top_to_f32(w: v128) -> v128 {
+    let sign = v128_and(w, u32x4_splat(0x8000_0000));
+    let e = u32x4_shr(i32x4_add(w, w), 4);
+    let normal = f32x4_mul(i32x4_add(e, u32x4_splat(0x7000_0000)), f32x4_splat(f32::from_bits(0x0780_0000)));
+    let small = f32x4_sub(v128_or(e, u32x4_splat(0x3880_0000)), f32x4_splat(f32::from_bits(0x3880_0000)));
+    let is_small = i32x4_lt(e, u32x4_splat(0x0080_0000));
+    v128_or(v128_bitselect(small, normal, is_small), sign)
+}
+
+/// The same for lanes whose f16 exponent is not 0 (normals, ±inf, NaN), in three operations: an
+/// arithmetic shift right by 3 puts exponent and mantissa in the f32 position and copies the
+/// sign into bits 31–28; ORing 0x7000_0000 sets bits 30–28 (adding 224 to the exponent field,
+/// sign kept in bit 31); the multiply by 2^-112 rebiases exactly as above.
+#[inline(always)]
+fn f16_top_to_f32_normal(w: v128) -> v128 {
+    f32x4_mul(v128_or(i32x4_shr(w, 3), u32x4_splat(0x7000_0000)), f32x4_splat(f32::from_bits(0x0780_0000)))
+}
+
+/// Eight f16 → two f32x4. Vectors without a zero or subnormal (the common case for trained
+/// weights: exponent 0 means |w| < 6.1e-5) take the three-operation path.
+#[inline(always)]
+fn f16x8_to_f32(h: v128) -> (v128, v128) {
+    let (lo, hi) = to_top_halves(h);
+    if u16x8_all_true(v128_and(h, u16x8_splat(0x7c00))) {
+        (f16_top_to_f32_normal(lo), f16_top_to_f32_normal(hi))
+    } else {
+        (f16_top_to_f32(lo), f16_top_to_f32(hi))
+    }
+}
+
+impl Wide for f16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> (v128, v128) {
+        f16x8_to_f32(v128_load(p as *const v128))
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const f16) -> v128 {
+        f16_top_to_f32(to_top_halves(v128_load64_zero(p as *const u64)).0)
+    }
+}
+
+impl Wide for bf16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const bf16) -> (v128, v128) {
+        to_top_halves(v128_load(p as *const v128))
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const bf16) -> v128 {
+        to_top_halves(v128_load64_zero(p as *const u64)).0
+    }
+    #[inline(always)]
+    fn exact(v: v128) -> v128 {
+        let is_nan = i32x4_gt(v128_and(v, u32x4_splat(0x7fff_ffff)), u32x4_splat(0x7f80_0000));
+        v128_or(v, v128_and(is_nan, u32x4_splat(0x0040_0000)))
+    }
+}
+
+#[inline(always)]
+unsafe fn ld(p: *const f32) -> v128 {
+    v128_load(p as *const v128)
+}
+
+#[inline(always)]
+unsafe fn st(p: *mut f32, v: v128) {
+    v128_store(p as *mut v128, v)
+}
+
+/// Sum of the four lanes: (l0 + l2) + (l1 + l3).
+#[inline(always)]
+fn hsum(v: v128) -> f32 {
+    let s = f32x4_add(v, i32x4_shuffle::<2, 3, 0, 1>(v, v));
+    let s = f32x4_add(s, i32x4_shuffle::<1, 0, 3, 2>(s, s));
+    f32x4_extract_lane::<0>(s)
+}
+
+/// Checks that `data` holds a `[rows, cols]` matrix (the scalar kernels' slicing would panic too).
+#[inline]
+fn check_len(len: usize, rows: usize, cols: usize) {
+    assert!(rows.checked_mul(cols).is_some_and(|n| n <= len), "matrix data shorter than rows × cols");
+}
+
+// ---------------------------------------------------------------------------------------------
+// dot and matvec.
+
+fn dot_t<T: Wide>(w: &[T], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let z = f32x4_splat(0.0);
+    let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+    let mut i = 0;
+    // SAFETY: every access below is at indices < n ≤ both lengths.
+    unsafe {
+        while i + 16 <= n {
+            let (w0, w1) = T::load8(wp.add(i));
+            let (w2, w3) = T::load8(wp.add(i + 8));
+            a0 = f32x4_add(a0, f32x4_mul(w0, ld(xp.add(i))));
+            a1 = f32x4_add(a1, f32x4_mul(w1, ld(xp.add(i + 4))));
+            a2 = f32x4_add(a2, f32x4_mul(w2, ld(xp.add(i + 8))));
+            a3 = f32x4_add(a3, f32x4_mul(w3, ld(xp.add(i + 12))));
+            i += 16;
+        }
+        if i + 8 <= n {
+            let (w0, w1) = T::load8(wp.add(i));
+            a0 = f32x4_add(a0, f32x4_mul(w0, ld(xp.add(i))));
+            a1 = f32x4_add(a1, f32x4_mul(w1, ld(xp.add(i + 4))));
+            i += 8;
+        }
+        if i + 4 <= n {
+            a2 = f32x4_add(a2, f32x4_mul(T::load4(wp.add(i)), ld(xp.add(i))));
+            i += 4;
+        }
+    }
+    let mut s = hsum(f32x4_add(f32x4_add(a0, a1), f32x4_add(a2, a3)));
+    for j in i..n {
+        s += w[j].f32() * x[j];
+    }
+    s
+}
+
+/// Σ w[j]·x[j] with f32 accumulation (lengths as the scalar twin: the shorter one counts).
+#[inline]
+pub fn dot<T: Elem>(w: &[T], x: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), x.len());
+    match T::mat(w, 1, w.len()) {
+        Mat::F32 { data, .. } => dot_t(data, x),
+        Mat::F16 { data, .. } => dot_t(data, x),
+        Mat::BF16 { data, .. } => dot_t(data, x),
+    }
+}
+
+/// `out[r] = W[r0 + r, :] · x` for N consecutive rows, reading x once for all N rows; two
+/// accumulators per row (columns j..j+4 and j+4..j+8).
+///
+/// # Safety
+/// `w` must hold at least `(r0 + N) · cols` elements and `x` `cols`.
+#[inline(always)]
+unsafe fn rows_dot<T: Wide, const N: usize>(w: &[T], cols: usize, r0: usize, x: &[f32], out: &mut [f32]) {
+    let xp = x.as_ptr();
+    let rp: [*const T; N] = core::array::from_fn(|k| w.as_ptr().add((r0 + k) * cols));
+    let mut lo = [f32x4_splat(0.0); N];
+    let mut hi = [f32x4_splat(0.0); N];
+    let mut j = 0;
+    while j + 8 <= cols {
+        let (x0, x1) = (ld(xp.add(j)), ld(xp.add(j + 4)));
+        for k in 0..N {
+            let (w0, w1) = T::load8(rp[k].add(j));
+            lo[k] = f32x4_add(lo[k], f32x4_mul(w0, x0));
+            hi[k] = f32x4_add(hi[k], f32x4_mul(w1, x1));
+        }
+        j += 8;
+    }
+    if j + 4 <= cols {
+        let x0 = ld(xp.add(j));
+        for k in 0..N {
+            lo[k] = f32x4_add(lo[k], f32x4_mul(T::load4(rp[k].add(j)), x0));
+        }
+        j += 4;
+    }
+    for k in 0..N {
+        let mut s = hsum(f32x4_add(lo[k], hi[k]));
+        for c in j..cols {
+            s += (*rp[k].add(c)).f32() * *xp.add(c);
+        }
+        out[k] = s;
+    }
+}
+
+fn matvec_t<T: Wide>(w: &[T], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
+    check_len(w.len(), rows, cols);
+    let mut r = 0;
+    // SAFETY: rows·cols ≤ w.len() (checked above); x.len() == cols and y.len() == rows (caller).
+    unsafe {
+        while r + 4 <= rows {
+            rows_dot::<T, 4>(w, cols, r, x, &mut y[r..r + 4]);
+            r += 4;
+        }
+        match rows - r {
+            3 => rows_dot::<T, 3>(w, cols, r, x, &mut y[r..]),
+            2 => rows_dot::<T, 2>(w, cols, r, x, &mut y[r..]),
+            1 => rows_dot::<T, 1>(w, cols, r, x, &mut y[r..]),
+            _ => {}
+        }
+    }
+}
+
+/// y = W x for a row-major W `[rows, cols]`.
+pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), w.cols(), "matvec: input length");
+    assert_eq!(y.len(), w.rows(), "matvec: output length");
+    match w {
+        Mat::F32 { data, rows, cols } => matvec_t(data, rows, cols, x, y),
+        Mat::F16 { data, rows, cols } => matvec_t(data, rows, cols, x, y),
+        Mat::BF16 { data, rows, cols } => matvec_t(data, rows, cols, x, y),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row accumulation (y += Wᵀ c).
+
+/// `y += c[0]·W[rows[0], :]`, then `+= c[1]·W[rows[1], :]`, … for N rows in one pass over y.
+/// Per element the additions happen in the scalar order, so the result is bit-identical to it.
+///
+/// # Safety
+/// Every `rows[k]` must be a row of the `[_, cols]` matrix `w`, and `y.len() == cols`.
+#[inline(always)]
+unsafe fn axpy_group<T: Wide, const N: usize>(w: &[T], cols: usize, rows: [usize; N], c: [f32; N], y: &mut [f32]) {
+    let rp: [*const T; N] = core::array::from_fn(|k| w.as_ptr().add(rows[k] * cols));
+    let cv: [v128; N] = core::array::from_fn(|k| f32x4_splat(c[k]));
+    let yp = y.as_mut_ptr();
+    let mut j = 0;
+    while j + 8 <= cols {
+        let (mut y0, mut y1) = (ld(yp.add(j)), ld(yp.add(j + 4)));
+        for k in 0..N {
+            let (w0, w1) = T::load8(rp[k].add(j));
+            y0 = f32x4_add(y0, f32x4_mul(cv[k], w0));
+            y1 = f32x4_add(y1, f32x4_mul(cv[k], w1));
+        }
+        st(yp.add(j), y0);
+        st(yp.add(j + 4), y1);
+        j += 8;
+    }
+    if j + 4 <= cols {
+        let mut y0 = ld(yp.add(j));
+        for k in 0..N {
+            y0 = f32x4_add(y0, f32x4_mul(cv[k], T::load4(rp[k].add(j))));
+        }
+        st(yp.add(j), y0);
+        j += 4;
+    }
+    for col in j..cols {
+        let mut v = *yp.add(col);
+        for k in 0..N {
+            v += c[k] * (*rp[k].add(col)).f32();
+        }
+        *yp.add(col) = v;
+    }
+}
+
+fn axpy_rows_t<T: Wide>(w: &[T], rows: usize, cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
+    check_len(w.len(), rows, cols);
+    let mut ids = [0usize; 4];
+    let mut cs = [0.0f32; 4];
+    let mut n = 0;
+    // SAFETY: every id is < rows = coeff.len(), rows·cols ≤ w.len(), and y.len() == cols (caller).
+    unsafe {
+        for (r, &c) in coeff.iter().enumerate() {
+            if skip_zero && c == 0.0 {
+                continue;
+            }
+            ids[n] = r;
+            cs[n] = c;
+            n += 1;
+            if n == 4 {
+                axpy_group::<T, 4>(w, cols, ids, cs, y);
+                n = 0;
+            }
+        }
+        match n {
+            3 => axpy_group::<T, 3>(w, cols, [ids[0], ids[1], ids[2]], [cs[0], cs[1], cs[2]], y),
+            2 => axpy_group::<T, 2>(w, cols, [ids[0], ids[1]], [cs[0], cs[1]], y),
+            1 => axpy_group::<T, 1>(w, cols, [ids[0]], [cs[0]], y),
+            _ => {}
+        }
+    }
+}
+
+/// y += Σ_r coeff[r] · W[r, :] (i.e. y += Wᵀ c), skipping zero coefficients.
+pub fn axpy_rows(w: Mat, coeff: &[f32], y: &mut [f32]) {
+    assert_eq!(coeff.len(), w.rows(), "axpy_rows: coefficient count");
+    assert_eq!(y.len(), w.cols(), "axpy_rows: output length");
+    match w {
+        Mat::F32 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, true),
+        Mat::F16 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, true),
+        Mat::BF16 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, true),
+    }
+}
+
+/// Dense twin of [`axpy_rows`]: every row is accumulated, zero coefficients included.
+pub fn axpy_rows_dense(w: Mat, coeff: &[f32], y: &mut [f32]) {
+    assert_eq!(coeff.len(), w.rows(), "axpy_rows_dense: coefficient count");
+    assert_eq!(y.len(), w.cols(), "axpy_rows_dense: output length");
+    match w {
+        Mat::F32 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, false),
+        Mat::F16 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, false),
+        Mat::BF16 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, false),
+    }
+}
+
+fn widen_row<T: Wide>(row: &[T], out: &mut [f32]) {
+    let n = row.len().min(out.len());
+    let (rp, op) = (row.as_ptr(), out.as_mut_ptr());
+    let mut i = 0;
+    // SAFETY: indices < n ≤ both lengths.
+    unsafe {
+        while i + 8 <= n {
+            let (a, b) = T::load8(rp.add(i));
+            st(op.add(i), T::exact(a));
+            st(op.add(i + 4), T::exact(b));
+            i += 8;
+        }
+        if i + 4 <= n {
+            st(op.add(i), T::exact(T::load4(rp.add(i))));
+            i += 4;
+        }
+    }
+    for j in i..n {
+        out[j] = row[j].f32();
+    }
+}
+
+/// Copies row `r` of W into `out` as f32.
+pub fn row_to_f32(w: Mat, r: usize, out: &mut [f32]) {
+    assert_eq!(out.len(), w.cols());
+    let c = w.cols();
+    match w {
+        Mat::F32 { data, .. } => out.copy_from_slice(&data[r * c..(r + 1) * c]),
+        Mat::F16 { data, .. } => widen_row(&data[r * c..(r + 1) * c], out),
+        Mat::BF16 { data, .. } => widen_row(&data[r * c..(r + 1) * c], out),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalisation and activations.
+
+/// RMSNorm: out = x · rsqrt(mean(x²) + eps) · w. No mean subtraction, no bias.
+pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    assert_eq!(x.len(), w.len());
+    assert_eq!(x.len(), out.len());
+    let n = x.len();
+    let (xp, wp, op) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
+    let z = f32x4_splat(0.0);
+    let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+    let mut i = 0;
+    // SAFETY: indices < n = every slice's length.
+    unsafe {
+        while i + 16 <= n {
+            let (v0, v1, v2, v3) = (ld(xp.add(i)), ld(xp.add(i + 4)), ld(xp.add(i + 8)), ld(xp.add(i + 12)));
+            a0 = f32x4_add(a0, f32x4_mul(v0, v0));
+            a1 = f32x4_add(a1, f32x4_mul(v1, v1));
+            a2 = f32x4_add(a2, f32x4_mul(v2, v2));
+            a3 = f32x4_add(a3, f32x4_mul(v3, v3));
+            i += 16;
+        }
+        while i + 4 <= n {
+            let v = ld(xp.add(i));
+            a0 = f32x4_add(a0, f32x4_mul(v, v));
+            i += 4;
+        }
+    }
+    let mut ss = hsum(f32x4_add(f32x4_add(a0, a1), f32x4_add(a2, a3)));
+    for v in &x[i..] {
+        ss += v * v;
+    }
+    let inv = 1.0 / (ss / n as f32 + eps).sqrt();
+    let iv = f32x4_splat(inv);
+    let mut i = 0;
+    // SAFETY: as above.
+    unsafe {
+        while i + 4 <= n {
+            st(op.add(i), f32x4_mul(f32x4_mul(ld(xp.add(i)), iv), ld(wp.add(i))));
+            i += 4;
+        }
+    }
+    for j in i..n {
+        out[j] = x[j] * inv * w[j];
+    }
+}
+
+/// e^x on four lanes: x = n·ln2 + r with |r| ≤ ln2/2 (Cody–Waite, two-part ln2), e^r by its
+/// degree-7 Taylor polynomial (truncation < 6e-9 relative), times 2^n applied as two factors so
+/// results down to the subnormal range are right. x is clamped to [-104, 88.8] first: below,
+/// e^x rounds to 0; above, it overflows to +inf. NaN stays NaN (pmin/pmax keep their first operand).
+#[inline(always)]
+fn exp4(x: v128) -> v128 {
+    let x = f32x4_pmax(f32x4_pmin(x, f32x4_splat(88.8)), f32x4_splat(-104.0));
+    let n = f32x4_nearest(f32x4_mul(x, f32x4_splat(core::f32::consts::LOG2_E)));
+    let r = f32x4_sub(x, f32x4_mul(n, f32x4_splat(355.0 / 512.0))); // ln2_hi: n·ln2_hi is exact
+    let r = f32x4_sub(r, f32x4_mul(n, f32x4_splat(-2.121_944_4e-4))); // ln2 − ln2_hi
+    let mut p = f32x4_splat(1.0 / 5040.0);
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = f32x4_add(f32x4_mul(p, r), f32x4_splat(c));
+    }
+    let ni = i32x4_trunc_sat_f32x4(n);
+    let n1 = i32x4_shr(ni, 1);
+    let n2 = i32x4_sub(ni, n1);
+    let bias = i32x4_splat(127);
+    let s1 = i32x4_shl(i32x4_add(n1, bias), 23);
+    let s2 = i32x4_shl(i32x4_add(n2, bias), 23);
+    f32x4_mul(f32x4_mul(p, s1), s2)
+}
+
+/// Loads up to three trailing elements into a vector (the other lanes 0), for one more vector step.
+#[inline(always)]
+fn load_tail(t: &[f32]) -> v128 {
+    let mut a = [0.0f32; 4];
+    a[..t.len()].copy_from_slice(t);
+    // SAFETY: `a` is 16 readable bytes.
+    unsafe { ld(a.as_ptr()) }
+}
+
+#[inline(always)]
+fn store_tail(t: &mut [f32], v: v128) {
+    let mut a = [0.0f32; 4];
+    // SAFETY: `a` is 16 writable bytes.
+    unsafe { st(a.as_mut_ptr(), v) };
+    let n = t.len();
+    t.copy_from_slice(&a[..n]);
+}
+
+/// In-place softmax; returns nothing, leaves a probability vector.
+pub fn softmax(x: &mut [f32]) {
+    let n = x.len();
+    let split = n - n % 4;
+    // Maximum, ignoring NaNs like `f32::max` (pmax keeps its first operand when the second is NaN).
+    let mut mv = f32x4_splat(f32::NEG_INFINITY);
+    let p = x.as_ptr();
+    // SAFETY: every vector access in this function is below `split` ≤ n.
+    unsafe {
+        for i in (0..split).step_by(4) {
+            mv = f32x4_pmax(mv, ld(p.add(i)));
+        }
+    }
+    let lanes = [
+        f32x4_extract_lane::<0>(mv),
+        f32x4_extract_lane::<1>(mv),
+        f32x4_extract_lane::<2>(mv),
+        f32x4_extract_lane::<3>(mv),
+    ];
+    let m = lanes.iter().chain(&x[split..]).copied().fold(f32::NEG_INFINITY, f32::max);
+    let mm = f32x4_splat(m);
+    let mut sv = f32x4_splat(0.0);
+    let p = x.as_mut_ptr();
+    unsafe {
+        for i in (0..split).step_by(4) {
+            let e = exp4(f32x4_sub(ld(p.add(i)), mm));
+            st(p.add(i), e);
+            sv = f32x4_add(sv, e);
+        }
+    }
+    let mut s = hsum(sv);
+    let tail = &mut x[split..];
+    if !tail.is_empty() {
+        store_tail(tail, exp4(f32x4_sub(load_tail(tail), mm)));
+        for &v in tail.iter() {
+            s += v;
+        }
+    }
+    let sd = f32x4_splat(s);
+    let p = x.as_mut_ptr();
+    unsafe {
+        for i in (0..split).step_by(4) {
+            st(p.add(i), f32x4_div(ld(p.add(i)), sd));
+        }
+    }
+    for v in &mut x[split..] {
+        *v /= s;
+    }
+}
+
+#[inline(always)]
+fn silu_scaled4(v: v128, scale: v128) -> v128 {
+    let e = exp4(f32x4_neg(v));
+    f32x4_mul(f32x4_div(v, f32x4_add(f32x4_splat(1.0), e)), scale)
+}
+
+/// `x[i] = silu(x[i]) · scale` over a slice (an expert's activation times its router score).
+pub fn silu_scaled(x: &mut [f32], scale: f32) {
+    let n = x.len();
+    let split = n - n % 4;
+    let sc = f32x4_splat(scale);
+    let p = x.as_mut_ptr();
+    let mut i = 0;
+    // SAFETY: every vector access is below `split` ≤ n.
+    unsafe {
+        while i < split {
+            st(p.add(i), silu_scaled4(ld(p.add(i)), sc));
+            i += 4;
+        }
+    }
+    if split < n {
+        let tail = &mut x[split..];
+        let v = silu_scaled4(load_tail(tail), sc);
+        store_tail(tail, v);
+    }
+}
