@@ -17,7 +17,6 @@ become the single special ids.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -26,6 +25,9 @@ from array import array
 from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from corpus.fetch import sha256_file  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BOS_TOKEN = "<s>"
@@ -49,14 +51,6 @@ def document_slices(tokens: np.ndarray, starts: np.ndarray) -> List[np.ndarray]:
     """Split a flat array back into documents (inverse of :func:`encode_documents`)."""
     ends = list(starts[1:]) + [len(tokens)]
     return [tokens[s:e] for s, e in zip(starts, ends)]
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_split(tokens: np.ndarray, starts: np.ndarray, prefix: str) -> dict:
