@@ -33,7 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from blockffn_ref import BlockFFNForCausalLM, eval_sparsity, load_hf, save_hf  # noqa: E402
-from blockffn_ref.model import extra_hf_config_keys, is_block_ffn, is_topk_router, normalize_config  # noqa: E402
+from blockffn_ref.model import is_block_ffn, is_topk_router, normalize_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 384
@@ -415,15 +415,6 @@ def build_fixture(name, config, seed, out_root, tok_path, eval_ids):
         shutil.rmtree(hf)
     os.makedirs(hf)
     save_hf(model, config, hf)
-    extra = extra_hf_config_keys(config)
-    if extra:  # keys checkpoint.hf_config_dict does not write (moe_top_k of the TopK router)
-        cpath = os.path.join(hf, "config.json")
-        with open(cpath) as f:
-            body = json.load(f)
-        body.update(extra)
-        with open(cpath, "w") as f:
-            json.dump(body, f, indent=2)
-            f.write("\n")
     shutil.copyfile(tok_path, os.path.join(hf, "tokenizer.json"))
     with open(os.path.join(fdir, "eval.txt"), "w") as f:
         f.write(EVAL_TEXT)

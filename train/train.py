@@ -70,7 +70,6 @@ from blockffn_ref.losses import (  # noqa: E402
 from blockffn_ref.metrics import cls_counts  # noqa: E402
 from blockffn_ref.model import (  # noqa: E402
     BlockFFNForCausalLM,
-    extra_hf_config_keys,
     is_block_ffn,
     is_topk_router,
     normalize_config,
@@ -607,17 +606,8 @@ def validate(tm: TrainModule, val: Dict[str, np.ndarray], dist_: Dist, autocast,
 
 
 def export_hf(model: BlockFFNForCausalLM, model_cfg: dict, out_dir: str, tokenizer: Optional[str]):
-    """checkpoint.save_hf (+ config keys it does not write yet) + the tokenizer."""
+    """checkpoint.save_hf + the tokenizer."""
     save_hf(model, model_cfg, out_dir)
-    extra = extra_hf_config_keys(model_cfg)
-    if extra:
-        p = os.path.join(out_dir, "config.json")
-        with open(p) as f:
-            body = json.load(f)
-        body.update(extra)
-        with open(p, "w") as f:
-            json.dump(body, f, indent=2)
-            f.write("\n")
     if tokenizer:
         shutil.copyfile(tokenizer, os.path.join(out_dir, "tokenizer.json"))
 

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import torch
 
-from .model import BlockFFNForCausalLM, normalize_config, q_lora_rank
+from .model import BlockFFNForCausalLM, extra_hf_config_keys, normalize_config, q_lora_rank
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "pytorch_model.bin"
@@ -67,6 +67,7 @@ def hf_config_dict(config: dict) -> dict:
     out["norm_after_router"] = c["norm_after_router"]
     out["norm_scale"] = float(c["norm_scale"])
     out["block_implementation"] = "torch"
+    out.update(extra_hf_config_keys(c))  # moe_top_k of the TopK router
     return out
 
 

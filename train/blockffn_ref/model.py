@@ -144,9 +144,9 @@ def is_topk_router(c: dict) -> bool:
 
 
 def extra_hf_config_keys(config: dict) -> dict:
-    """config.json keys that ``checkpoint.hf_config_dict`` does not write yet but
-    the model needs: ``moe_top_k`` for the softmax (TopK) router.  Empty for
-    every ReLU-routed or dense model, so their config.json stays unchanged."""
+    """config.json keys beyond the released converter's set that the model needs:
+    ``moe_top_k`` for the softmax (TopK) router.  Empty for every ReLU-routed or
+    dense model, so their config.json stays unchanged."""
     c = normalize_config(config)
     if is_topk_router(c):
         return {"moe_top_k": int(c["moe_top_k"])}
