@@ -186,10 +186,11 @@ fn run(cli: Cli) -> Result<()> {
             let params = SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
             let mut sampler = Sampler::new(params)?;
             let pkg = model.load()?;
-            let tok = match (&prompt, pkg.tokenizer_json.is_some()) {
-                (Some(_), _) => Some(tokenizer(&pkg, &model.model)?),
-                (None, true) => Some(tokenizer(&pkg, &model.model)?),
-                (None, false) => None,
+            // A text prompt needs the tokenizer; with --ids it is only used to print text.
+            let tok = if prompt.is_some() || pkg.tokenizer_json.is_some() {
+                Some(tokenizer(&pkg, &model.model)?)
+            } else {
+                None
             };
             let prompt_ids = match (&prompt, ids) {
                 (Some(text), _) => {
