@@ -30,7 +30,8 @@ pub struct FileEntry {
 pub struct Manifest {
     pub format: String,
     pub format_version: u32,
-    /// Dtype of the weight matrices ("f32", "f16", "bf16"); norms and routers are always f32.
+    /// Dtype of the weight matrices ("f32", "f16", "bf16", "q8"); norms and routers are always f32
+    /// (in "q8", so are matrices whose rows are not a multiple of 32 weights).
     pub dtype: String,
     pub files: BTreeMap<String, FileEntry>,
     #[serde(default)]

@@ -3,8 +3,22 @@
 //! Loading is one copy of the file's bytes into that buffer; tensors are typed views into it
 //! (the converter wrote them already in runtime layout and sorted by alignment), so weights are
 //! never held twice and never re-laid-out at load time.
+//!
+//! ## The q8 format
+//!
+//! A q8 package stores each eligible weight matrix `NAME` (shape `[.., cols]` with `cols` a
+//! multiple of [`Q8_BLOCK`] = 32) as two tensors:
+//! - `NAME`: `I8`, the runtime shape, `q = round(w / scale)` clamped to −127..=127;
+//! - `NAME.q8_scales`: `F32`, the same shape with the last dimension divided by 32: one scale per
+//!   block of 32 consecutive weights of a row, `scale = max|w| / 127` over the block (0 for an
+//!   all-zero block).
+//!
+//! A weight is `scale · q` (symmetric, no offset). [`WeightStore::from_buf`] pairs the two tensors
+//! (each must have the other, with matching shapes) and shows them as one [`Mat::Q8`]; the scales
+//! tensor does not appear in [`WeightStore::names`].
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 
 use half::{bf16, f16};
 use serde::Deserialize;
@@ -17,6 +31,8 @@ pub enum DType {
     F32,
     F16,
     BF16,
+    /// Block-quantized int8 (q8): the values of a q8 matrix, whose scales are a separate tensor.
+    I8,
 }
 
 impl DType {
@@ -24,6 +40,7 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::I8 => 1,
         }
     }
     pub fn name(self) -> &'static str {
@@ -31,6 +48,7 @@ impl DType {
             DType::F32 => "F32",
             DType::F16 => "F16",
             DType::BF16 => "BF16",
+            DType::I8 => "I8",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -38,9 +56,39 @@ impl DType {
             "F32" => Some(DType::F32),
             "F16" => Some(DType::F16),
             "BF16" => Some(DType::BF16),
+            "I8" => Some(DType::I8),
             _ => None,
         }
     }
+}
+
+/// Weights per q8 block: one f32 scale for every 32 consecutive weights of a row.
+pub const Q8_BLOCK: usize = 32;
+
+/// Suffix of the tensor holding the block scales of the q8 tensor `NAME`: `NAME.q8_scales`.
+pub const Q8_SCALES_SUFFIX: &str = ".q8_scales";
+
+/// Quantizes a row-major `[rows, cols]` matrix to q8 (`cols` a multiple of [`Q8_BLOCK`]):
+/// per block of 32, `scale = max|w| / 127` and `q = round(w / scale)` (half away from zero),
+/// clamped to −127..=127; an all-zero block gets scale 0 and q = 0. Returns `(q, scales)`, or
+/// `None` when the length is not a whole number of blocks or a weight is not finite.
+pub fn quantize_q8(w: &[f32]) -> Option<(Vec<i8>, Vec<f32>)> {
+    if !w.len().is_multiple_of(Q8_BLOCK) || w.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(w.len() / Q8_BLOCK);
+    for block in w.chunks_exact(Q8_BLOCK) {
+        let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = max / 127.0;
+        scales.push(scale);
+        for &v in block {
+            // scale ≥ max/127 up to rounding, so |v/scale| ≤ 127 + rounding; the clamp makes it exact.
+            let x = if scale > 0.0 { (v / scale).round().clamp(-127.0, 127.0) } else { 0.0 };
+            q.push(x as i8);
+        }
+    }
+    Some((q, scales))
 }
 
 /// A byte buffer whose start is 8-byte aligned, so any f32/f16 tensor at an aligned offset can be
@@ -82,6 +130,9 @@ pub struct TensorInfo {
     /// Byte range in the whole file buffer.
     pub start: usize,
     pub end: usize,
+    /// For an `I8` (q8) tensor: where its `numel / 32` F32 block scales (`NAME.q8_scales`) start
+    /// in the file buffer (never 0: the header comes first).
+    pub q8_scales: Option<NonZeroUsize>,
 }
 
 impl TensorInfo {
@@ -91,22 +142,27 @@ impl TensorInfo {
 }
 
 /// A row-major matrix view `[rows, cols]` over stored weights of any supported dtype.
+///
+/// `Q8` (see the module notes): `W[r, c] = scales[r · cols/32 + c/32] · data[r · cols + c]`;
+/// `cols` is a multiple of [`Q8_BLOCK`], `data` holds `rows · cols` values and `scales`
+/// `rows · cols / 32` (the kernels assert this).
 #[derive(Clone, Copy)]
 pub enum Mat<'a> {
     F32 { data: &'a [f32], rows: usize, cols: usize },
     F16 { data: &'a [f16], rows: usize, cols: usize },
     BF16 { data: &'a [bf16], rows: usize, cols: usize },
+    Q8 { data: &'a [i8], scales: &'a [f32], rows: usize, cols: usize },
 }
 
 impl<'a> Mat<'a> {
     pub fn rows(&self) -> usize {
         match *self {
-            Mat::F32 { rows, .. } | Mat::F16 { rows, .. } | Mat::BF16 { rows, .. } => rows,
+            Mat::F32 { rows, .. } | Mat::F16 { rows, .. } | Mat::BF16 { rows, .. } | Mat::Q8 { rows, .. } => rows,
         }
     }
     pub fn cols(&self) -> usize {
         match *self {
-            Mat::F32 { cols, .. } | Mat::F16 { cols, .. } | Mat::BF16 { cols, .. } => cols,
+            Mat::F32 { cols, .. } | Mat::F16 { cols, .. } | Mat::BF16 { cols, .. } | Mat::Q8 { cols, .. } => cols,
         }
     }
     /// Rows `r0..r1` as a matrix (contiguous, no copy).
@@ -115,6 +171,10 @@ impl<'a> Mat<'a> {
             Mat::F32 { data, cols, .. } => Mat::F32 { data: &data[r0 * cols..r1 * cols], rows: r1 - r0, cols },
             Mat::F16 { data, cols, .. } => Mat::F16 { data: &data[r0 * cols..r1 * cols], rows: r1 - r0, cols },
             Mat::BF16 { data, cols, .. } => Mat::BF16 { data: &data[r0 * cols..r1 * cols], rows: r1 - r0, cols },
+            Mat::Q8 { data, scales, cols, .. } => {
+                let nb = cols / Q8_BLOCK;
+                Mat::Q8 { data: &data[r0 * cols..r1 * cols], scales: &scales[r0 * nb..r1 * nb], rows: r1 - r0, cols }
+            }
         }
     }
 }
@@ -165,7 +225,7 @@ impl WeightStore {
             let e: HeaderEntry =
                 serde_json::from_value(value).map_err(|e| bad(format!("bad header entry for `{name}`: {e}")))?;
             let dtype = DType::parse(&e.dtype).ok_or_else(|| {
-                bad(format!("tensor `{name}` has dtype {} (runtime files hold F32, F16 or BF16)", e.dtype))
+                bad(format!("tensor `{name}` has dtype {} (runtime files hold F32, F16, BF16 or I8)", e.dtype))
             })?;
             let (a, b) = e.data_offsets;
             if a > b || b > data_len {
@@ -182,12 +242,21 @@ impl WeightStore {
                 return Err(bad(format!("tensor `{name}` is not aligned for {}; re-convert it", dtype.name())));
             }
             covered += b - a;
-            tensors.insert(name, TensorInfo { dtype, shape: e.shape, start, end: data_start + b });
+            tensors.insert(name, TensorInfo { dtype, shape: e.shape, start, end: data_start + b, q8_scales: None });
         }
         if covered != data_len {
             return Err(bad(format!("tensors cover {covered} of {data_len} data bytes (corrupt file)")));
         }
+        pair_q8_scales(&mut tensors).map_err(bad)?;
         Ok(WeightStore { buf, tensors, metadata })
+    }
+
+    /// The q8 blocks scales of an `I8` tensor (empty for any other tensor).
+    fn scales_of(&self, t: &TensorInfo) -> &[f32] {
+        match t.q8_scales {
+            Some(a) => bytemuck::cast_slice(&self.buf.as_bytes()[a.get()..a.get() + t.numel() / Q8_BLOCK * 4]),
+            None => &[],
+        }
     }
 
     pub fn info(&self, name: &str) -> Result<&TensorInfo> {
@@ -234,6 +303,7 @@ impl WeightStore {
             DType::F32 => Mat::F32 { data: bytemuck::cast_slice(bytes), rows, cols },
             DType::F16 => Mat::F16 { data: bytemuck::cast_slice(bytes), rows, cols },
             DType::BF16 => Mat::BF16 { data: bytemuck::cast_slice(bytes), rows, cols },
+            DType::I8 => Mat::Q8 { data: bytemuck::cast_slice(bytes), scales: self.scales_of(t), rows, cols },
         }
     }
 
@@ -242,4 +312,70 @@ impl WeightStore {
         debug_assert_eq!(t.dtype, DType::F32);
         bytemuck::cast_slice(&self.buf.as_bytes()[t.start..t.end])
     }
+}
+
+/// Attaches every `NAME.q8_scales` tensor to its `I8` tensor `NAME` and removes it from the index.
+/// Every I8 tensor must have its scales and every scales tensor its I8 tensor, with the scales
+/// `F32` and shaped like `NAME` with the last dimension divided by [`Q8_BLOCK`] (which must divide
+/// it). Names are visited in sorted order so the first problem reported does not vary.
+fn pair_q8_scales(tensors: &mut HashMap<String, TensorInfo>) -> std::result::Result<(), String> {
+    let mut names: Vec<String> = tensors.keys().cloned().collect();
+    names.sort();
+    for name in &names {
+        if let Some(base) = name.strip_suffix(Q8_SCALES_SUFFIX) {
+            match tensors.get(base) {
+                Some(t) if t.dtype == DType::I8 => {}
+                Some(t) => {
+                    return Err(format!(
+                        "tensor `{name}` holds q8 scales for `{base}`, but `{base}` is {}, not I8",
+                        t.dtype.name()
+                    ))
+                }
+                None => return Err(format!("tensor `{name}` holds q8 scales for `{base}`, which is missing")),
+            }
+        }
+    }
+    for name in &names {
+        // Scales already attached to their tensor were removed from the index.
+        let Some(t) = tensors.get(name) else { continue };
+        if t.dtype != DType::I8 {
+            continue;
+        }
+        if name.ends_with(Q8_SCALES_SUFFIX) {
+            return Err(format!("tensor `{name}` is I8, but q8 scales must be F32"));
+        }
+        let cols = t.shape.last().copied();
+        let want: Option<Vec<usize>> = match cols {
+            Some(c) if c.is_multiple_of(Q8_BLOCK) => {
+                let mut s = t.shape.clone();
+                *s.last_mut().expect("non-empty") = c / Q8_BLOCK;
+                Some(s)
+            }
+            _ => None,
+        };
+        let Some(want) = want else {
+            return Err(format!(
+                "q8 tensor `{name}` has shape {:?}: its rows must be a whole number of {Q8_BLOCK}-weight blocks",
+                t.shape
+            ));
+        };
+        let sname = format!("{name}{Q8_SCALES_SUFFIX}");
+        let s = tensors
+            .get(&sname)
+            .ok_or_else(|| format!("q8 tensor `{name}` has no block scales (`{sname}` is missing)"))?;
+        if s.dtype != DType::F32 {
+            return Err(format!("q8 scales `{sname}` are {}, expected F32", s.dtype.name()));
+        }
+        if s.shape != want {
+            return Err(format!(
+                "q8 scales `{sname}` have shape {:?}, but `{name}` of shape {:?} needs {want:?} (one per {Q8_BLOCK} weights)",
+                s.shape, t.shape
+            ));
+        }
+        // Same element count checked above: numel/32 F32 values from `start`.
+        let start = NonZeroUsize::new(s.start).ok_or_else(|| format!("q8 scales `{sname}` start at byte 0"))?;
+        tensors.remove(&sname);
+        tensors.get_mut(name).expect("present").q8_scales = Some(start);
+    }
+    Ok(())
 }

@@ -14,6 +14,12 @@
 //! - `softmax`: |simd − scalar| ≤ 1e-5 · p + 1e-40 (polynomial exp ≤ a few u, positive sum as above,
 //!   the absolute term for results in the subnormal range).
 //! - `silu_scaled`: |simd − scalar| ≤ 1e-6 · |scalar| + 1e-40 (exp differs by a few u).
+//! - q8 (`Mat::Q8`, int8 values over the whole range −128..=127, block scales random, zero,
+//!   tiny and huge; rows of 32 … 3072, every row-count tail, `row_range` slices): `row_to_f32`,
+//!   `axpy_rows`, `axpy_rows_dense` bit-identical (the same `scale·q` / `y + (c·scale)·q`, rows in
+//!   order; also with ±inf/NaN scales); `matvec` |simd − scalar| ≤ 1e-6 · Σ_j |scale_b · q_j · x_j|
+//!   as for the other dtypes (per-block lane sums vs sequential sums; f32 throughout, int8 → f32
+//!   exact), for finite scales (the converter only writes finite ones).
 #![cfg(target_arch = "wasm32")]
 
 use blockffn::kernels::{self, scalar, simd128};
@@ -475,4 +481,262 @@ fn silu_scaled_matches_scalar() {
         }
     }
     wasm_bindgen_test::console_log!("silu_scaled: worst relative difference {worst:e} (seed {seed})");
+}
+
+// ---------------------------------------------------------------------------------------------
+// q8.
+
+/// Block counts per row (cols = 32 · blocks) and row counts with every tail of the 4-row groups.
+const Q8_COLS: &[usize] = &[32, 64, 96, 160, 256, 768, 3072];
+const Q8_ROWS: &[usize] = &[1, 2, 3, 4, 5, 7, 8, 9, 17, 63, 65];
+const Q8_BIG: &[(usize, usize)] = &[(768, 768), (3072, 768), (768, 3072), (384, 64), (96, 64)];
+
+struct Q8Owned {
+    q: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl Q8Owned {
+    /// Random int8 values over the whole range and scales of magnitude `mag` (a tenth of them 0).
+    fn random(rows: usize, cols: usize, mag: f32, rng: &mut Rng) -> Q8Owned {
+        let q = (0..rows * cols).map(|_| rng.u64() as u8 as i8).collect();
+        let scales = (0..rows * cols / 32).map(|_| if rng.below(10) == 0 { 0.0 } else { rng.sym() * mag }).collect();
+        Q8Owned { q, scales }
+    }
+    fn mat(&self, rows: usize, cols: usize) -> Mat<'_> {
+        Mat::Q8 { data: &self.q, scales: &self.scales, rows, cols }
+    }
+    fn w(&self, cols: usize, r: usize, j: usize) -> f64 {
+        self.scales[(r * cols + j) / 32] as f64 * self.q[r * cols + j] as f64
+    }
+}
+
+fn check_q8_matvec(rows: usize, cols: usize, mag: f32, xscale: f32, rng: &mut Rng, worst: &mut f64) {
+    let seed = rng.seed();
+    let w = Q8Owned::random(rows, cols, mag, rng);
+    let x = rng.vec(cols, xscale);
+    let m = w.mat(rows, cols);
+    let (mut a, mut b) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
+    simd128::matvec(m, &x, &mut a);
+    scalar::matvec(m, &x, &mut b);
+    for r in 0..rows {
+        let abs: f64 = (0..cols).map(|j| (w.w(cols, r, j) * x[j] as f64).abs()).sum();
+        let what = || format!("q8 matvec {rows}×{cols} mag {mag} x·{xscale} row {r} seed={seed}");
+        *worst = worst.max(check_sum(a[r], b[r], abs, &what));
+    }
+    // A slice of rows, as the sparse FFN reads one expert's rows.
+    if rows >= 3 {
+        let (r0, r1) = (1, rows - 1);
+        let sub = m.row_range(r0, r1);
+        let (mut a, mut b) = (vec![0.0; r1 - r0], vec![0.0; r1 - r0]);
+        simd128::matvec(sub, &x, &mut a);
+        scalar::matvec(sub, &x, &mut b);
+        for r in 0..r1 - r0 {
+            let abs: f64 = (0..cols).map(|j| (w.w(cols, r0 + r, j) * x[j] as f64).abs()).sum();
+            let what = || format!("q8 matvec row_range {r0}..{r1} of {rows}×{cols} row {r} seed={seed}");
+            *worst = worst.max(check_sum(a[r], b[r], abs, &what));
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn q8_matvec_matches_scalar_on_all_shapes() {
+    let mut rng = Rng::new();
+    let mut worst = 0.0f64;
+    for &rows in Q8_ROWS {
+        for &cols in Q8_COLS {
+            for (mag, xscale) in [(1e-2f32, 1.0f32), (1.0, 1e-3), (1e-6, 1e3), (30.0, 1.0)] {
+                check_q8_matvec(rows, cols, mag, xscale, &mut rng, &mut worst);
+            }
+        }
+    }
+    for &(rows, cols) in Q8_BIG {
+        check_q8_matvec(rows, cols, 1e-2, 1.0, &mut rng, &mut worst);
+    }
+    wasm_bindgen_test::console_log!("q8 matvec: worst |simd−scalar| / Σ|terms| = {worst:e} (seed {})", rng.seed());
+}
+
+/// Axpy (sparse and dense) and `row_to_f32` on one q8 matrix: bit-identical to the scalar twin.
+fn check_q8_bitwise(w: &Q8Owned, rows: usize, cols: usize, zero_frac: f32, rng: &mut Rng, what: &str) {
+    let seed = rng.seed();
+    let m = w.mat(rows, cols);
+    let c: Vec<f32> = (0..rows)
+        .map(|_| {
+            if (rng.sym() + 1.0) / 2.0 < zero_frac {
+                if rng.below(2) == 0 {
+                    0.0
+                } else {
+                    -0.0
+                }
+            } else {
+                rng.sym() * 2.0
+            }
+        })
+        .collect();
+    let y0 = rng.vec(cols, 1.0);
+    for dense in [false, true] {
+        let (mut a, mut b) = (y0.clone(), y0.clone());
+        if dense {
+            simd128::axpy_rows_dense(m, &c, &mut a);
+            scalar::axpy_rows_dense(m, &c, &mut b);
+        } else {
+            simd128::axpy_rows(m, &c, &mut a);
+            scalar::axpy_rows(m, &c, &mut b);
+        }
+        for j in 0..cols {
+            assert!(
+                same_bits(a[j], b[j]),
+                "q8 axpy {what} dense={dense} {rows}×{cols} zeros {zero_frac} col {j}: simd {} vs scalar {} seed={seed}",
+                a[j],
+                b[j]
+            );
+        }
+    }
+    let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
+    for r in 0..rows {
+        simd128::row_to_f32(m, r, &mut a);
+        scalar::row_to_f32(m, r, &mut b);
+        for j in 0..cols {
+            assert!(
+                same_bits(a[j], b[j]),
+                "q8 row_to_f32 {what} {rows}×{cols} [{r}, {j}]: simd {} vs scalar {} seed={seed}",
+                a[j],
+                b[j]
+            );
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn q8_axpy_and_row_to_f32_bit_identical_to_scalar() {
+    let mut rng = Rng::new();
+    for &rows in Q8_ROWS {
+        for &cols in Q8_COLS {
+            for zero_frac in [0.0, 0.5, 0.9, 1.0] {
+                let w = Q8Owned::random(rows, cols, 0.05, &mut rng);
+                check_q8_bitwise(&w, rows, cols, zero_frac, &mut rng, "random");
+            }
+        }
+    }
+    for &(rows, cols) in Q8_BIG {
+        let w = Q8Owned::random(rows, cols, 0.05, &mut rng);
+        check_q8_bitwise(&w, rows, cols, 0.8, &mut rng, "big");
+    }
+    // Extreme scales: tiny (subnormal products), huge (overflow to ±inf), ±inf and NaN.
+    let specials = [1e-40f32, -1e-38, 3e38, -3e38, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.0, -0.0];
+    for &(rows, cols) in &[(5usize, 64usize), (9, 96), (4, 32)] {
+        let mut w = Q8Owned::random(rows, cols, 1.0, &mut rng);
+        for (i, s) in w.scales.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                *s = specials[rng.below(specials.len() as u64) as usize];
+            }
+        }
+        for zero_frac in [0.0, 0.5] {
+            check_q8_bitwise(&w, rows, cols, zero_frac, &mut rng, "special scales");
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn q8_matches_dequantized_f32_kernels() {
+    // The q8 kernels against the f32 SIMD kernels on the dequantized matrix: row_to_f32 exactly,
+    // matvec within the same sum tolerance (same products, different grouping), axpy within
+    // |c·s·q| rounding (the scale is folded into the coefficient: (c·s)·q vs c·(s·q)).
+    let mut rng = Rng::new();
+    let seed = rng.seed();
+    for &(rows, cols) in &[(7usize, 64usize), (65, 96), (96, 64), (17, 768)] {
+        let w = Q8Owned::random(rows, cols, 0.05, &mut rng);
+        let deq: Vec<f32> = (0..rows * cols).map(|i| w.scales[i / 32] * w.q[i] as f32).collect();
+        let (qm, fm) = (w.mat(rows, cols), Mat::F32 { data: &deq, rows, cols });
+        let x = rng.vec(cols, 1.0);
+        let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
+        simd128::matvec(qm, &x, &mut a);
+        simd128::matvec(fm, &x, &mut b);
+        for r in 0..rows {
+            let abs: f64 = (0..cols).map(|j| (deq[r * cols + j] as f64 * x[j] as f64).abs()).sum();
+            check_sum(a[r], b[r], abs, &|| format!("q8 vs f32 matvec {rows}×{cols} row {r} seed={seed}"));
+        }
+        let c = rng.vec(rows, 1.0);
+        let (mut ya, mut yb) = (vec![0.0; cols], vec![0.0; cols]);
+        simd128::axpy_rows(qm, &c, &mut ya);
+        simd128::axpy_rows(fm, &c, &mut yb);
+        for j in 0..cols {
+            let abs: f64 = (0..rows).map(|r| (c[r] as f64 * deq[r * cols + j] as f64).abs()).sum();
+            check_sum(ya[j], yb[j], abs, &|| format!("q8 vs f32 axpy {rows}×{cols} col {j} seed={seed}"));
+        }
+        let (mut ra, mut rb) = (vec![0.0; cols], vec![0.0; cols]);
+        for r in 0..rows {
+            simd128::row_to_f32(qm, r, &mut ra);
+            simd128::row_to_f32(fm, r, &mut rb);
+            assert_eq!(ra, rb, "q8 vs f32 row_to_f32 row {r} seed={seed}");
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn q8_model_end_to_end_under_simd() {
+    // The committed f32 runtime package quantized here exactly as `convert --dtype q8` does (same
+    // quantizer, same eligibility rule), loaded through `model_from_parts`, run with the SIMD
+    // kernels: the logits stay within tests/q8.rs's bounds of the PyTorch reference (max 0.12,
+    // mean 1e-2), and sparse equals dense.
+    use blockffn::config::ModelConfig;
+    use blockffn::layout::tensor_table;
+    use blockffn::model::{FfnMode, Logits};
+    use blockffn::weights::{quantize_q8, AlignedBuf};
+    use safetensors::tensor::TensorView;
+    use safetensors::{Dtype, SafeTensors};
+
+    const CONFIG: &str = include_str!("fixtures/mla_block_linear/runtime/config.json");
+    const WEIGHTS: &[u8] = include_bytes!("fixtures/mla_block_linear/runtime/model.safetensors");
+    const EXPECTED: &str = include_str!("fixtures/mla_block_linear/expected.json");
+    let cfg = ModelConfig::from_json_str(CONFIG).unwrap();
+    let table = tensor_table(&cfg);
+    let st = SafeTensors::deserialize(WEIGHTS).unwrap();
+    let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut quantized = 0;
+    for e in &table {
+        let t = st.tensor(&e.rt_name).unwrap();
+        assert_eq!(t.dtype(), Dtype::F32, "the committed package is f32");
+        let shape = t.shape().to_vec();
+        let cols = *shape.last().unwrap();
+        if !e.keep_f32 && shape.len() == 2 && cols % 32 == 0 {
+            let w: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let (q, s) = quantize_q8(&w).unwrap();
+            let sb: Vec<u8> = s.iter().flat_map(|v| v.to_le_bytes()).collect();
+            out.push((format!("{}.q8_scales", e.rt_name), Dtype::F32, vec![shape[0], cols / 32], sb));
+            out.push((e.rt_name.clone(), Dtype::I8, shape, q.iter().map(|&v| v as u8).collect()));
+            quantized += 1;
+        } else {
+            out.push((e.rt_name.clone(), Dtype::F32, shape, t.data().to_vec()));
+        }
+    }
+    assert!(quantized > 0);
+    let views: Vec<(String, TensorView)> =
+        out.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    let mut buf = AlignedBuf::zeroed(bytes.len()).unwrap();
+    buf.as_bytes_mut().copy_from_slice(&bytes);
+    let model = blockffn::package::model_from_parts(CONFIG, buf).unwrap();
+
+    let exp: serde_json::Value = serde_json::from_str(EXPECTED).unwrap();
+    let ids: Vec<u32> = exp["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let sparse = model.forward(&mut model.new_cache(), &ids, FfnMode::Sparse, Logits::All).unwrap();
+    let dense = model.forward(&mut model.new_cache(), &ids, FfnMode::Dense, Logits::All).unwrap();
+    let (mut worst, mut sum, mut n, mut sd) = (0.0f64, 0.0f64, 0usize, 0.0f32);
+    for (p, row) in exp["logits"].as_array().unwrap().iter().enumerate() {
+        for (j, v) in row.as_array().unwrap().iter().enumerate() {
+            let d = (sparse.logits[p][j] as f64 - v.as_f64().unwrap()).abs();
+            worst = worst.max(d);
+            sum += d;
+            n += 1;
+            sd = sd.max((sparse.logits[p][j] - dense.logits[p][j]).abs());
+        }
+    }
+    let mean = sum / n as f64;
+    wasm_bindgen_test::console_log!(
+        "q8 under SIMD: |logit − reference| max {worst:e} mean {mean:e}; |sparse − dense| {sd:e}"
+    );
+    assert!(worst <= 0.12 && mean <= 1e-2, "q8 under SIMD: logit error max {worst} mean {mean}");
+    assert!(sd < 1e-5, "q8 under SIMD: sparse and dense differ by {sd}");
+    assert_eq!(sparse.active, dense.active);
 }

@@ -28,8 +28,9 @@ enum Cmd {
         hf_dir: PathBuf,
         /// Output directory for the runtime package (created if missing).
         out_dir: PathBuf,
-        /// Dtype of the weight matrices (norms and routers always stay f32).
-        #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+        /// Dtype of the weight matrices (norms and routers always stay f32). q8: int8 with one f32
+        /// scale per 32 weights of a row, for matrices whose rows are a multiple of 32 (others f32).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16", "q8"])]
         dtype: String,
     },
     /// Print the logits (and optionally the active experts) for a sequence of token ids, as JSON.

@@ -12,6 +12,7 @@ use crate::config::ModelConfig;
 use crate::layout::{tensor_table, TensorEntry, Transform};
 use crate::package::{self, FileEntry, Manifest};
 use crate::tokenizer::Tokenizer;
+use crate::weights::{quantize_q8, Q8_BLOCK, Q8_SCALES_SUFFIX};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +20,9 @@ pub enum OutDtype {
     F32,
     F16,
     BF16,
+    /// Block-quantized int8 (see [`crate::weights`]): every matrix whose rows are a whole number of
+    /// 32-weight blocks; other matrices, norms and routers stay f32.
+    Q8,
 }
 
 impl OutDtype {
@@ -27,7 +31,8 @@ impl OutDtype {
             "f32" => Ok(OutDtype::F32),
             "f16" => Ok(OutDtype::F16),
             "bf16" => Ok(OutDtype::BF16),
-            _ => Err(Error::InvalidInput(format!("unknown dtype \"{s}\" (choose f32, f16 or bf16)"))),
+            "q8" => Ok(OutDtype::Q8),
+            _ => Err(Error::InvalidInput(format!("unknown dtype \"{s}\" (choose f32, f16, bf16 or q8)"))),
         }
     }
     pub fn name(self) -> &'static str {
@@ -35,6 +40,7 @@ impl OutDtype {
             OutDtype::F32 => "f32",
             OutDtype::F16 => "f16",
             OutDtype::BF16 => "bf16",
+            OutDtype::Q8 => "q8",
         }
     }
 }
@@ -135,6 +141,19 @@ fn encode(name: &str, v: &[f32], dtype: Dtype) -> Result<(Vec<u8>, f32)> {
     Ok((bytes, err))
 }
 
+/// Quantizes a runtime-layout matrix to q8; returns the int8 bytes, the f32 scale bytes and the
+/// largest |dequantized − source|.
+fn encode_q8(name: &str, v: &[f32]) -> Result<(Vec<u8>, Vec<u8>, f32)> {
+    let (q, scales) = quantize_q8(v).ok_or_else(|| {
+        Error::InvalidCheckpoint(format!("tensor `{name}` holds a NaN or infinite weight, which q8 cannot store"))
+    })?;
+    let mut err = 0.0f32;
+    for (i, (&w, &x)) in v.iter().zip(&q).enumerate() {
+        err = err.max((scales[i / Q8_BLOCK] * x as f32 - w).abs());
+    }
+    Ok((bytemuck::cast_slice(&q).to_vec(), bytemuck::cast_slice(&scales).to_vec(), err))
+}
+
 /// Matches source tensors to the config's table: every expected tensor present with its exact
 /// shape, nothing unexplained left over.
 fn match_tensors(cfg: &ModelConfig, src: Vec<(String, RawTensor)>) -> Result<Vec<(TensorEntry, RawTensor)>> {
@@ -223,8 +242,18 @@ pub fn convert_dir(
         params += t.numel() as u64;
         let v = relayout(to_f32(&t), &e);
         drop(t);
+        let cols = e.rt_shape.last().copied().unwrap_or(1);
+        if dtype == OutDtype::Q8 && !e.keep_f32 && e.rt_shape.len() >= 2 && cols.is_multiple_of(Q8_BLOCK) {
+            let (q, scales, err) = encode_q8(&e.hf_name, &v)?;
+            max_err = max_err.max(err);
+            let mut scale_shape = e.rt_shape.clone();
+            *scale_shape.last_mut().expect("rank ≥ 2") = cols / Q8_BLOCK;
+            encoded.push((format!("{}{Q8_SCALES_SUFFIX}", e.rt_name), Dtype::F32, scale_shape, scales));
+            encoded.push((e.rt_name, Dtype::I8, e.rt_shape, q));
+            continue;
+        }
         let out_dtype = match (e.keep_f32, dtype) {
-            (true, _) | (false, OutDtype::F32) => Dtype::F32,
+            (true, _) | (false, OutDtype::F32) | (false, OutDtype::Q8) => Dtype::F32,
             (false, OutDtype::F16) => Dtype::F16,
             (false, OutDtype::BF16) => Dtype::BF16,
         };

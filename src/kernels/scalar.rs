@@ -1,8 +1,15 @@
 //! Plain scalar kernels: the readable reference implementation, f32 accumulation throughout.
+//!
+//! q8 matrices ([`Mat::Q8`]) are handled block by block: the int8 values of a block widen exactly
+//! to f32, and the block's scale is applied once per block (activations are never quantized):
+//! - `matvec`: `y[r] = Σ_b scale_b · (Σ_{j in b} q_j · x_j)`, the inner sum sequential in f32,
+//!   the blocks added in order;
+//! - `axpy_rows`: `y[j] += (c_r · scale_b) · q_j`, i.e. the coefficient folded into the scale;
+//! - `row_to_f32`: `out[j] = scale_b · q_j` (the dequantized weight, one rounding).
 
 use half::{bf16, f16};
 
-use crate::weights::Mat;
+use crate::weights::{Mat, Q8_BLOCK};
 
 /// A stored weight element that widens to f32.
 pub trait Elem: Copy {
@@ -70,6 +77,29 @@ fn matvec_t<T: Elem>(w: &[T], cols: usize, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Checks the invariants of a q8 matrix (block-aligned rows, both slices long enough); the
+/// kernels would otherwise misread or panic mid-way.
+#[inline]
+pub(crate) fn check_q8(data: &[i8], scales: &[f32], rows: usize, cols: usize) {
+    assert!(cols.is_multiple_of(Q8_BLOCK), "q8 matrix: {cols} columns is not a multiple of {Q8_BLOCK}");
+    let n = rows.checked_mul(cols).expect("q8 matrix: rows × cols overflows");
+    assert!(data.len() >= n && scales.len() >= n / Q8_BLOCK, "q8 matrix: data or scales shorter than rows × cols");
+}
+
+/// Σ_b scale_b · (Σ_{j in b} q_j · x_j) over one q8 row (see the module notes).
+#[inline]
+fn dot_q8(q: &[i8], scales: &[f32], x: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for ((qb, xb), &s) in q.chunks_exact(Q8_BLOCK).zip(x.chunks_exact(Q8_BLOCK)).zip(scales) {
+        let mut b = 0.0f32;
+        for (&a, &v) in qb.iter().zip(xb) {
+            b += a as f32 * v;
+        }
+        acc += s * b;
+    }
+    acc
+}
+
 /// y = W x for a row-major W `[rows, cols]`.
 pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), w.cols(), "matvec: input length");
@@ -82,6 +112,13 @@ pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
         }
         Mat::F16 { data, cols, .. } => matvec_t(data, cols, x, y),
         Mat::BF16 { data, cols, .. } => matvec_t(data, cols, x, y),
+        Mat::Q8 { data, scales, rows, cols } => {
+            check_q8(data, scales, rows, cols);
+            let nb = cols / Q8_BLOCK;
+            for (r, out) in y.iter_mut().enumerate() {
+                *out = dot_q8(&data[r * cols..(r + 1) * cols], &scales[r * nb..(r + 1) * nb], x);
+            }
+        }
     }
 }
 
@@ -98,6 +135,24 @@ fn axpy_rows_t<T: Elem>(w: &[T], cols: usize, coeff: &[f32], y: &mut [f32], skip
     }
 }
 
+/// q8 rows: `y[j] += (c_r · scale_b) · q_j`, rows in order (see the module notes).
+fn axpy_rows_q8(data: &[i8], scales: &[f32], rows: usize, cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
+    check_q8(data, scales, rows, cols);
+    let nb = cols / Q8_BLOCK;
+    for (r, &c) in coeff.iter().enumerate() {
+        if skip_zero && c == 0.0 {
+            continue;
+        }
+        let row = &data[r * cols..(r + 1) * cols];
+        for ((qb, yb), &s) in row.chunks_exact(Q8_BLOCK).zip(y.chunks_exact_mut(Q8_BLOCK)).zip(&scales[r * nb..]) {
+            let cs = c * s;
+            for (o, &a) in yb.iter_mut().zip(qb) {
+                *o += cs * a as f32;
+            }
+        }
+    }
+}
+
 /// y += Σ_r coeff[r] · W[r, :] (i.e. y += Wᵀ c), skipping zero coefficients.
 pub fn axpy_rows(w: Mat, coeff: &[f32], y: &mut [f32]) {
     assert_eq!(coeff.len(), w.rows(), "axpy_rows: coefficient count");
@@ -106,6 +161,7 @@ pub fn axpy_rows(w: Mat, coeff: &[f32], y: &mut [f32]) {
         Mat::F32 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, true),
         Mat::F16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, true),
         Mat::BF16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, true),
+        Mat::Q8 { data, scales, rows, cols } => axpy_rows_q8(data, scales, rows, cols, coeff, y, true),
     }
 }
 
@@ -117,6 +173,7 @@ pub fn axpy_rows_dense(w: Mat, coeff: &[f32], y: &mut [f32]) {
         Mat::F32 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, false),
         Mat::F16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, false),
         Mat::BF16 { data, cols, .. } => axpy_rows_t(data, cols, coeff, y, false),
+        Mat::Q8 { data, scales, rows, cols } => axpy_rows_q8(data, scales, rows, cols, coeff, y, false),
     }
 }
 
@@ -133,6 +190,17 @@ pub fn row_to_f32(w: Mat, r: usize, out: &mut [f32]) {
         Mat::F32 { data, .. } => run(&data[r * c..(r + 1) * c], out),
         Mat::F16 { data, .. } => run(&data[r * c..(r + 1) * c], out),
         Mat::BF16 { data, .. } => run(&data[r * c..(r + 1) * c], out),
+        Mat::Q8 { data, scales, rows, cols } => {
+            check_q8(data, scales, rows, cols);
+            let nb = cols / Q8_BLOCK;
+            let row = &data[r * c..(r + 1) * c];
+            for ((ob, qb), &s) in out.chunks_exact_mut(Q8_BLOCK).zip(row.chunks_exact(Q8_BLOCK)).zip(&scales[r * nb..])
+            {
+                for (o, &a) in ob.iter_mut().zip(qb) {
+                    *o = s * a as f32;
+                }
+            }
+        }
     }
 }
 
@@ -208,6 +276,60 @@ mod tests {
         let mut z2 = [0.0; 3];
         axpy_rows_dense(m, &[2.0, 0.0], &mut z2);
         assert_eq!(z, z2);
+    }
+
+    #[test]
+    fn q8_kernels_agree_with_dequantized_f32() {
+        // Two rows of 64 (two blocks each); values chosen so every product is exact in f32.
+        let q: Vec<i8> = (0..128).map(|i| ((i * 37) % 255 - 127) as i8).collect();
+        let scales = [0.5f32, -0.25, 2.0, 0.0];
+        let m = Mat::Q8 { data: &q, scales: &scales, rows: 2, cols: 64 };
+        let deq: Vec<f32> = (0..128).map(|i| scales[i / 32] * q[i] as f32).collect();
+        let f = Mat::F32 { data: &deq, rows: 2, cols: 64 };
+        let x: Vec<f32> = (0..64).map(|i| (i % 5) as f32 - 2.0).collect();
+        let (mut a, mut b) = ([0.0; 2], [0.0; 2]);
+        matvec(m, &x, &mut a);
+        matvec(f, &x, &mut b);
+        assert_eq!(a, b);
+        for dense in [false, true] {
+            let (mut ya, mut yb) = (vec![1.0; 64], vec![1.0; 64]);
+            let c = [0.0, 1.5];
+            if dense {
+                axpy_rows_dense(m, &c, &mut ya);
+                axpy_rows_dense(f, &c, &mut yb);
+            } else {
+                axpy_rows(m, &c, &mut ya);
+                axpy_rows(f, &c, &mut yb);
+            }
+            assert_eq!(ya, yb);
+        }
+        let mut row = vec![0.0; 64];
+        row_to_f32(m, 1, &mut row);
+        assert_eq!(row, deq[64..]);
+        // row_range keeps rows and their scales together.
+        let mut row0 = vec![0.0; 64];
+        row_to_f32(m.row_range(1, 2), 0, &mut row0);
+        assert_eq!(row0, row);
+    }
+
+    #[test]
+    fn q8_quantizer_round_trips_within_half_a_step() {
+        use crate::weights::quantize_q8;
+        let w: Vec<f32> = (0..96).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).chain([0.0; 32]).collect();
+        let (q, s) = quantize_q8(&w).unwrap();
+        assert_eq!((q.len(), s.len()), (128, 4));
+        assert_eq!(s[3], 0.0);
+        assert!(q.iter().all(|&v| v != i8::MIN));
+        for (i, &v) in w.iter().enumerate() {
+            let d = s[i / 32] * q[i] as f32;
+            assert!((d - v).abs() <= 0.5 * s[i / 32] * 1.0001, "w[{i}] = {v} dequantizes to {d}");
+        }
+        // The block maximum maps to ±127 exactly.
+        let b0 = &w[..32];
+        let k = (0..32).max_by(|&a, &b| b0[a].abs().total_cmp(&b0[b].abs())).unwrap();
+        assert_eq!(q[k].abs(), 127);
+        assert!(quantize_q8(&w[..33]).is_none());
+        assert!(quantize_q8(&[f32::NAN; 32]).is_none());
     }
 
     #[test]

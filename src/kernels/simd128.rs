@@ -8,6 +8,10 @@
 //!   output element, so their results are bit-identical.
 //! - `dot` and `matvec` sum in 8 (`matvec`) or 16 (`dot`) lane accumulators and then add those up,
 //!   so they differ from the sequential scalar sum by rounding only; f32 accumulation throughout.
+//! - q8 (`Mat::Q8`): int8 values widen exactly (i8 → i16 → i32 → f32) and the scale is applied
+//!   per block as in the scalar twin. `row_to_f32`, `axpy_rows` and `axpy_rows_dense` are
+//!   bit-identical to it (`scale · q`, resp. `y + (c · scale) · q`, rows in order); `matvec` sums
+//!   each block in lanes and the blocks' `scale · sum` in lanes, so it differs by rounding only.
 //! - `rmsnorm` differs only in the rounding of Σx²; `softmax` and `silu_scaled` use a polynomial
 //!   `exp` (a few ulp from libm's) and, for `softmax`, a lane-wise sum.
 //!
@@ -17,8 +21,8 @@ use core::arch::wasm32::*;
 
 use half::{bf16, f16};
 
-use super::scalar::Elem;
-use crate::weights::Mat;
+use super::scalar::{check_q8, Elem};
+use crate::weights::{Mat, Q8_BLOCK};
 
 // ---------------------------------------------------------------------------------------------
 // Loading and widening stored elements.
@@ -199,6 +203,7 @@ pub fn dot<T: Elem>(w: &[T], x: &[f32]) -> f32 {
         Mat::F32 { data, .. } => dot_t(data, x),
         Mat::F16 { data, .. } => dot_t(data, x),
         Mat::BF16 { data, .. } => dot_t(data, x),
+        Mat::Q8 { .. } => unreachable!("i8 is not an Elem: q8 rows need their scales"),
     }
 }
 
@@ -257,6 +262,74 @@ fn matvec_t<T: Wide>(w: &[T], rows: usize, cols: usize, x: &[f32], y: &mut [f32]
     }
 }
 
+/// Sixteen int8 values as four f32x4 (lanes 0–3, 4–7, 8–11, 12–15), exactly: i8 → i16 → i32 → f32.
+///
+/// # Safety
+/// `p..p+16` must be in bounds of one slice.
+#[inline(always)]
+unsafe fn load_q16(p: *const i8) -> [v128; 4] {
+    let v = v128_load(p as *const v128);
+    let (lo, hi) = (i16x8_extend_low_i8x16(v), i16x8_extend_high_i8x16(v));
+    [
+        f32x4_convert_i32x4(i32x4_extend_low_i16x8(lo)),
+        f32x4_convert_i32x4(i32x4_extend_high_i16x8(lo)),
+        f32x4_convert_i32x4(i32x4_extend_low_i16x8(hi)),
+        f32x4_convert_i32x4(i32x4_extend_high_i16x8(hi)),
+    ]
+}
+
+/// q8 twin of [`rows_dot`]: for each block, the 32 products of each of N rows are summed in one
+/// four-lane block accumulator (x read once for all N rows), which is then scaled and added to
+/// the row's accumulator; lanes are summed at the end.
+///
+/// # Safety
+/// `check_q8(q, scales, r0 + N, cols)` must hold and `x.len() == cols`.
+#[inline(always)]
+unsafe fn rows_dot_q8<const N: usize>(q: &[i8], scales: &[f32], cols: usize, r0: usize, x: &[f32], out: &mut [f32]) {
+    let nb = cols / Q8_BLOCK;
+    let xp = x.as_ptr();
+    let rp: [*const i8; N] = core::array::from_fn(|k| q.as_ptr().add((r0 + k) * cols));
+    let sp: [*const f32; N] = core::array::from_fn(|k| scales.as_ptr().add((r0 + k) * nb));
+    let mut acc = [f32x4_splat(0.0); N];
+    for b in 0..nb {
+        let j = b * Q8_BLOCK;
+        let mut bacc = [f32x4_splat(0.0); N];
+        for half in [j, j + 16] {
+            let xs = [ld(xp.add(half)), ld(xp.add(half + 4)), ld(xp.add(half + 8)), ld(xp.add(half + 12))];
+            for k in 0..N {
+                let w = load_q16(rp[k].add(half));
+                let p01 = f32x4_add(f32x4_mul(w[0], xs[0]), f32x4_mul(w[1], xs[1]));
+                let p23 = f32x4_add(f32x4_mul(w[2], xs[2]), f32x4_mul(w[3], xs[3]));
+                bacc[k] = f32x4_add(bacc[k], f32x4_add(p01, p23));
+            }
+        }
+        for k in 0..N {
+            acc[k] = f32x4_add(acc[k], f32x4_mul(f32x4_splat(*sp[k].add(b)), bacc[k]));
+        }
+    }
+    for k in 0..N {
+        out[k] = hsum(acc[k]);
+    }
+}
+
+fn matvec_q8(q: &[i8], scales: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
+    check_q8(q, scales, rows, cols);
+    let mut r = 0;
+    // SAFETY: check_q8 holds for all `rows`; x.len() == cols and y.len() == rows (caller).
+    unsafe {
+        while r + 4 <= rows {
+            rows_dot_q8::<4>(q, scales, cols, r, x, &mut y[r..r + 4]);
+            r += 4;
+        }
+        match rows - r {
+            3 => rows_dot_q8::<3>(q, scales, cols, r, x, &mut y[r..]),
+            2 => rows_dot_q8::<2>(q, scales, cols, r, x, &mut y[r..]),
+            1 => rows_dot_q8::<1>(q, scales, cols, r, x, &mut y[r..]),
+            _ => {}
+        }
+    }
+}
+
 /// y = W x for a row-major W `[rows, cols]`.
 pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), w.cols(), "matvec: input length");
@@ -265,6 +338,7 @@ pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
         Mat::F32 { data, rows, cols } => matvec_t(data, rows, cols, x, y),
         Mat::F16 { data, rows, cols } => matvec_t(data, rows, cols, x, y),
         Mat::BF16 { data, rows, cols } => matvec_t(data, rows, cols, x, y),
+        Mat::Q8 { data, scales, rows, cols } => matvec_q8(data, scales, rows, cols, x, y),
     }
 }
 
@@ -338,6 +412,69 @@ fn axpy_rows_t<T: Wide>(w: &[T], rows: usize, cols: usize, coeff: &[f32], y: &mu
     }
 }
 
+/// q8 twin of [`axpy_group`]: per block, `y += (c[k] · scale[k]) · q[k]` for the N rows in order,
+/// one pass over y; bit-identical to the scalar twin.
+///
+/// # Safety
+/// Every `rows[k]` must be a row of the q8 matrix (`check_q8` holds), and `y.len() == cols`.
+#[inline(always)]
+unsafe fn axpy_group_q8<const N: usize>(
+    q: &[i8],
+    scales: &[f32],
+    cols: usize,
+    rows: [usize; N],
+    c: [f32; N],
+    y: &mut [f32],
+) {
+    let nb = cols / Q8_BLOCK;
+    let rp: [*const i8; N] = core::array::from_fn(|k| q.as_ptr().add(rows[k] * cols));
+    let sp: [*const f32; N] = core::array::from_fn(|k| scales.as_ptr().add(rows[k] * nb));
+    let yp = y.as_mut_ptr();
+    for b in 0..nb {
+        let cs: [v128; N] = core::array::from_fn(|k| f32x4_splat(c[k] * *sp[k].add(b)));
+        for j in [b * Q8_BLOCK, b * Q8_BLOCK + 16] {
+            let mut ys = [ld(yp.add(j)), ld(yp.add(j + 4)), ld(yp.add(j + 8)), ld(yp.add(j + 12))];
+            for k in 0..N {
+                let w = load_q16(rp[k].add(j));
+                for i in 0..4 {
+                    ys[i] = f32x4_add(ys[i], f32x4_mul(cs[k], w[i]));
+                }
+            }
+            for (i, v) in ys.into_iter().enumerate() {
+                st(yp.add(j + 4 * i), v);
+            }
+        }
+    }
+}
+
+fn axpy_rows_q8(q: &[i8], scales: &[f32], rows: usize, cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
+    check_q8(q, scales, rows, cols);
+    let mut ids = [0usize; 4];
+    let mut cs = [0.0f32; 4];
+    let mut n = 0;
+    // SAFETY: every id is < rows = coeff.len(), check_q8 holds, and y.len() == cols (caller).
+    unsafe {
+        for (r, &c) in coeff.iter().enumerate() {
+            if skip_zero && c == 0.0 {
+                continue;
+            }
+            ids[n] = r;
+            cs[n] = c;
+            n += 1;
+            if n == 4 {
+                axpy_group_q8::<4>(q, scales, cols, ids, cs, y);
+                n = 0;
+            }
+        }
+        match n {
+            3 => axpy_group_q8::<3>(q, scales, cols, [ids[0], ids[1], ids[2]], [cs[0], cs[1], cs[2]], y),
+            2 => axpy_group_q8::<2>(q, scales, cols, [ids[0], ids[1]], [cs[0], cs[1]], y),
+            1 => axpy_group_q8::<1>(q, scales, cols, [ids[0]], [cs[0]], y),
+            _ => {}
+        }
+    }
+}
+
 /// y += Σ_r coeff[r] · W[r, :] (i.e. y += Wᵀ c), skipping zero coefficients.
 pub fn axpy_rows(w: Mat, coeff: &[f32], y: &mut [f32]) {
     assert_eq!(coeff.len(), w.rows(), "axpy_rows: coefficient count");
@@ -346,6 +483,7 @@ pub fn axpy_rows(w: Mat, coeff: &[f32], y: &mut [f32]) {
         Mat::F32 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, true),
         Mat::F16 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, true),
         Mat::BF16 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, true),
+        Mat::Q8 { data, scales, rows, cols } => axpy_rows_q8(data, scales, rows, cols, coeff, y, true),
     }
 }
 
@@ -357,6 +495,7 @@ pub fn axpy_rows_dense(w: Mat, coeff: &[f32], y: &mut [f32]) {
         Mat::F32 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, false),
         Mat::F16 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, false),
         Mat::BF16 { data, rows, cols } => axpy_rows_t(data, rows, cols, coeff, y, false),
+        Mat::Q8 { data, scales, rows, cols } => axpy_rows_q8(data, scales, rows, cols, coeff, y, false),
     }
 }
 
@@ -390,6 +529,24 @@ pub fn row_to_f32(w: Mat, r: usize, out: &mut [f32]) {
         Mat::F32 { data, .. } => out.copy_from_slice(&data[r * c..(r + 1) * c]),
         Mat::F16 { data, .. } => widen_row(&data[r * c..(r + 1) * c], out),
         Mat::BF16 { data, .. } => widen_row(&data[r * c..(r + 1) * c], out),
+        Mat::Q8 { data, scales, rows, cols } => {
+            check_q8(data, scales, rows, cols);
+            assert!(r < rows, "row_to_f32: row {r} of {rows}");
+            let nb = cols / Q8_BLOCK;
+            let (qp, op) = (data.as_ptr(), out.as_mut_ptr());
+            // SAFETY: row r is in bounds (checked), out.len() == cols.
+            unsafe {
+                for b in 0..nb {
+                    let s = f32x4_splat(scales[r * nb + b]);
+                    for j in [b * Q8_BLOCK, b * Q8_BLOCK + 16] {
+                        let w = load_q16(qp.add(r * cols + j));
+                        for (i, v) in w.into_iter().enumerate() {
+                            st(op.add(j + 4 * i), f32x4_mul(s, v));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
