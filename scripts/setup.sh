@@ -38,8 +38,9 @@ if ! python3 -c "import torch, tokenizers, safetensors, numpy, pytest" 2>/dev/nu
   python3 -m pip install -q -r train/requirements.txt
 fi
 
-# 4) npm dev dependencies (Playwright driving the system Chromium, wasm-opt from npm binaryen).
-if [ -f package.json ] && [ ! -d node_modules ]; then
+# 4) npm dev dependencies (Playwright driving the system Chromium, wasm-opt from npm binaryen,
+#    TypeScript for the declaration check). Cheap when already up to date.
+if [ -f package.json ]; then
   log "npm install"
   npm install --no-audit --no-fund --silent
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: native Rust (unit + integration over the golden fixtures), the engine compiled to
-# wasm32 under Node (wasm-bindgen-test), and the Python reference's tests.
+# wasm32 under Node (wasm-bindgen-test), the Python reference's tests, and the npm package (Node tests
+# against the packed tarball, headless Chromium for the worker transport).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
@@ -13,3 +14,17 @@ cargo test --target wasm32-unknown-unknown --test wasm_node --test wasm_kernels
 
 echo "== Python: reference model, training objectives, corpus, trained export through the Rust CLI"
 BLOCKFFN_BIN="$PWD/target/debug/blockffn" python3 -m pytest train/tests -q
+
+echo "== npm package: build, pack, Node tests against the installed tarball, headless Chromium (worker transport)"
+bash scripts/build-wasm.sh
+cargo build --release --features cli   # the CLI the JS results are compared with
+JS_TMP=$(mktemp -d)
+trap 'rm -rf "$JS_TMP"' EXIT
+npm pack --silent --pack-destination "$JS_TMP" >/dev/null
+TGZ=$(ls "$JS_TMP"/blockffn-*.tgz)
+mkdir "$JS_TMP/app"
+echo '{"name":"scratch-app","private":true,"type":"module"}' >"$JS_TMP/app/package.json"
+(cd "$JS_TMP/app" && npm install --offline --no-audit --no-fund --ignore-scripts --silent "$TGZ")
+BLOCKFFN_BIN="$PWD/target/release/blockffn" BLOCKFFN_TARBALL="$TGZ" \
+  BLOCKFFN_PKG="$JS_TMP/app/node_modules/blockffn/js/index.js" BLOCKFFN_PKG_DIR="$JS_TMP/app/node_modules/blockffn" \
+  node --test tests/js/ tests/browser/

@@ -1,0 +1,256 @@
+// Type declarations of the blockffn npm package (hand-written; see docs/API.md).
+
+export type ErrorCode =
+  | 'ModelNotFound'
+  | 'IntegrityMismatch'
+  | 'OutOfMemory'
+  | 'InvalidConfig'
+  | 'InvalidCheckpoint'
+  | 'InvalidInput'
+  | 'Aborted'
+  | 'Tokenizer'
+  | 'Network'
+  | 'Unsupported'
+  | 'Internal';
+
+export declare const ERROR_CODES: readonly ErrorCode[];
+
+/** Every error the engine reports. `message` says what went wrong and what to do. */
+export declare class BlockffnError extends Error {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown });
+  readonly name: 'BlockffnError';
+  readonly code: ErrorCode;
+}
+
+/** Where the wasm module comes from (default: `blockffn_bg.wasm` next to the package). */
+export type WasmSource = string | URL | BufferSource | WebAssembly.Module;
+
+export interface CreateEngineOptions {
+  /** false (default): run in this thread. true: start a module Web Worker. A Worker: one running `blockffn/worker`. */
+  worker?: boolean | Worker;
+  wasm?: WasmSource;
+}
+
+export type LoadPhase = 'download' | 'verify' | 'parse' | 'ready';
+
+export interface ProgressEvent {
+  phase: LoadPhase;
+  /** File being downloaded / verified (download, verify). */
+  file?: string | null;
+  /** Bytes received so far over all files (download). */
+  loaded?: number;
+  /** Bytes of all files (download), or number of files (verify). */
+  total?: number;
+  /** Files verified so far (verify). */
+  verified?: number;
+  /** 0..1 within the phase. */
+  progress: number;
+  /** The bytes come from the browser cache (download, ready). */
+  fromCache?: boolean;
+  text?: string;
+}
+
+export type ModelSource = string | URL | FileList | File[];
+
+export interface LoadOptions {
+  onProgress?: (event: ProgressEvent) => void;
+  signal?: AbortSignal;
+  /** Use the Cache API ('blockffn-v1') for URL sources; default true where it exists. */
+  cache?: boolean;
+  /** Expected weight dtype; an InvalidConfig error when the package holds another. Default 'auto'. */
+  dtype?: 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | (string & {});
+  /** Memory ceiling for the pre-allocation check (default 4 GiB, the wasm32 limit). */
+  maxMemoryBytes?: number;
+}
+
+export interface ModelInfo {
+  /** The model directory URL (with a trailing slash), the local path (Node), or "files:…" for picked files. */
+  id: string;
+  backend: 'wasm-simd128';
+  /** Dtype of the weight matrices, from manifest.json ("f32", "f16", "bf16", …). */
+  dtype: 'f32' | 'f16' | 'bf16' | 'q8' | (string & {});
+  params: number;
+  weightBytes: number;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numAttentionHeads: number;
+  contextLength: number;
+  attention: 'mla' | 'gqa';
+  ffn: 'block_linear' | 'block' | 'dense';
+  /** count 0 for dense-FFN models. A token's bitmask has numLayers * wordsPerLayer u32 words. */
+  experts: { count: number; size: number; wordsPerLayer: number };
+  bosTokenId: number | null;
+  eosTokenId: number | null;
+  hasTokenizer: boolean;
+  chatTemplate: 'chatml' | 'minicpm';
+  /** tokenizer_config.json has a template this engine does not know; ChatML is used. */
+  chatTemplateFallback: boolean;
+  fromCache: boolean;
+  /** The model is stored in the browser cache now. */
+  cached: boolean;
+  warnings: string[];
+  /** config.json as parsed. */
+  config: Record<string, unknown>;
+}
+
+export interface RuntimeInfo {
+  backend: 'wasm-simd128';
+  wasmMemoryBytes: number;
+  crossOriginIsolated: boolean;
+  modelLoaded: boolean;
+}
+
+export interface GenerateOptions {
+  /** New tokens at most (default: until EOS or the context is full). */
+  maxTokens?: number;
+  /** 0 or absent: greedy. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  repetitionPenalty?: number;
+  /** Sampling seed (default 0); same seed and options → same ids as `blockffn generate`. */
+  seed?: number | bigint;
+  /** Generation stops before any of these strings (which are not emitted). */
+  stop?: string | string[];
+  /** Keep generating past the model's EOS token. */
+  ignoreEos?: boolean;
+  signal?: AbortSignal;
+  /** "sparse" (default) computes only active experts; "dense" computes all (same result). */
+  mode?: 'sparse' | 'dense';
+}
+
+export interface GenerationStats {
+  /** Generated tokens whose experts are known. */
+  tokens: number;
+  /** Token-level sparsity over the generated tokens (null before the first). */
+  tls: number | null;
+  /** Chunk-level sparsity CLS_L for L in 1..64 (null until a full window). */
+  cls: { '1': number | null; '2': number | null; '4': number | null; '8': number | null; '16': number | null; '32': number | null; '64': number | null };
+  /** Mean share of a token's experts reused by the next token. */
+  reuse: number | null;
+  promptTokens: number;
+  elapsedMs: number;
+  prefillMs: number;
+  /** Decode speed (tokens after the first, per second). */
+  tokensPerSecond: number;
+}
+
+export type FinishReason = 'length' | 'eos' | 'stop' | 'context';
+
+export interface GenerationChunk {
+  /** New text (may be empty while a character is incomplete or could start a stop string). */
+  text: string;
+  /** The new token(s) of this chunk. */
+  tokenIds: number[];
+  /** One bitmask per token of tokenIds: wordsPerLayer u32 words per layer (empty when unknown). */
+  experts: Uint32Array[];
+  stats: GenerationStats;
+  /** Set on the last chunk only. */
+  finishReason?: FinishReason;
+}
+
+export interface ChatMessage {
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  content: string | Array<{ type: 'text'; text: string }> | null;
+}
+
+export interface ChatCompletionRequest {
+  messages: ChatMessage[];
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean };
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  seed?: number;
+  stop?: string | string[];
+  n?: 1;
+  model?: string;
+  /** Extensions. */
+  top_k?: number;
+  repetition_penalty?: number;
+  mode?: 'sparse' | 'dense';
+  signal?: AbortSignal;
+}
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    delta: { role?: 'assistant'; content?: string };
+    finish_reason: 'stop' | 'length' | null;
+    logprobs: null;
+  }>;
+  /** On the last chunk. */
+  usage?: CompletionUsage;
+  blockffn: { tokenIds: number[]; experts: Uint32Array[]; stats: GenerationStats; finishReason?: FinishReason };
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    message: { role: 'assistant'; content: string };
+    finish_reason: 'stop' | 'length';
+    logprobs: null;
+  }>;
+  usage: CompletionUsage;
+  blockffn: { stats: GenerationStats };
+}
+
+export interface ChatCompletions {
+  create(request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+  create(request: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+  create(request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+}
+
+/** The one engine interface of both transports. */
+export interface Engine {
+  load(source: ModelSource, options?: LoadOptions): Promise<ModelInfo>;
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncIterableIterator<GenerationChunk>;
+  readonly chat: { readonly completions: ChatCompletions };
+  /** Ids of `text`, BOS first unless addBos is false. */
+  tokenize(text: string, options?: { addBos?: boolean }): Promise<number[]>;
+  /** Text of `ids`, special tokens skipped. */
+  detokenize(ids: ArrayLike<number>): Promise<string>;
+  modelInfo(): Promise<ModelInfo>;
+  runtimeInfo(): Promise<RuntimeInfo>;
+  /** Frees the model (running generations finish first). */
+  unload(): Promise<void>;
+}
+
+export interface WorkerEngine extends Engine {
+  readonly worker: Worker;
+  /** Stops the worker if this engine started it; the engine cannot be used afterwards. */
+  terminate(): void;
+}
+
+export declare function createEngine(options?: CreateEngineOptions & { worker?: false }): Promise<Engine>;
+export declare function createEngine(options: CreateEngineOptions & { worker: true | Worker }): Promise<WorkerEngine>;
+export declare function createEngine(options?: CreateEngineOptions): Promise<Engine>;
+
+export declare const CACHE_NAME: 'blockffn-v1';
+/** True when every file of the model at `url` is in the browser cache. */
+export declare function hasModelInCache(url: string | URL): Promise<boolean>;
+/** Removes the model at `url` from the browser cache; true when something was removed. */
+export declare function deleteModelFromCache(url: string | URL): Promise<boolean>;
+
+/** Sorted expert ids per layer of one token's bitmask. */
+export declare function unpackExperts(mask: Uint32Array, wordsPerLayer: number): number[][];
+
+/** Renders chat messages with a template ("chatml" or "minicpm"), ending with the assistant turn. */
+export declare function renderChat(messages: ChatMessage[], template?: 'chatml' | 'minicpm'): string;
+export declare function detectChatTemplate(tokenizerConfig: unknown): { name: 'chatml' | 'minicpm'; fallback: boolean };

@@ -1,0 +1,76 @@
+// blockffn: exact BlockFFN Mixture-of-Experts inference in WebAssembly.
+// One engine interface, two transports: in the calling thread, or in a Web Worker.
+
+import { LocalEngine } from './engine.js';
+import { BlockffnError, ERROR_CODES, toBlockffnError } from './errors.js';
+import { CACHE_NAME, deleteModelFromCache, hasModelInCache } from './loader.js';
+import { WorkerEngine } from './worker-client.js';
+
+export { BlockffnError, ERROR_CODES, CACHE_NAME, hasModelInCache, deleteModelFromCache };
+export { renderChat, detectChatTemplate } from './chat.js';
+
+/**
+ * Creates an engine.
+ * @param {{ worker?: boolean | Worker, wasm?: string | URL | BufferSource | WebAssembly.Module }} [options]
+ *   worker: false (default) runs in this thread; true starts a module Web Worker running
+ *   blockffn/worker; a Worker instance (running blockffn/worker) is used as is.
+ *   wasm: where to load blockffn_bg.wasm from (default: next to the package).
+ */
+export async function createEngine(options = {}) {
+  const { worker = false, wasm } = options;
+  if (!worker) {
+    const e = new LocalEngine({ wasm });
+    await e.init();
+    return e;
+  }
+  let w = worker;
+  let owns = false;
+  if (w === true) {
+    if (typeof Worker === 'undefined') {
+      throw new BlockffnError(
+        'Unsupported',
+        'Web Workers are not available in this environment (e.g. Node); use createEngine({ worker: false })',
+      );
+    }
+    try {
+      w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'blockffn' });
+    } catch (e) {
+      throw toBlockffnError(e, 'cannot start the blockffn worker');
+    }
+    owns = true;
+  } else if (typeof w.postMessage !== 'function' || typeof w.addEventListener !== 'function') {
+    throw new BlockffnError('InvalidInput', 'worker must be true, false, or a Worker running blockffn/worker');
+  }
+  const e = new WorkerEngine(w, { ownsWorker: owns });
+  try {
+    await e.init(wasm === undefined ? {} : { wasm: wasm instanceof URL ? wasm.href : wasm });
+  } catch (err) {
+    e.terminate();
+    throw err;
+  }
+  return e;
+}
+
+/**
+ * Expands one token's expert bitmask into sorted expert ids per layer.
+ * @param {Uint32Array} mask `numLayers * wordsPerLayer` words
+ * @param {number} wordsPerLayer from modelInfo().experts.wordsPerLayer
+ * @returns {number[][]}
+ */
+export function unpackExperts(mask, wordsPerLayer) {
+  const out = [];
+  if (!wordsPerLayer) return out;
+  for (let l = 0; l * wordsPerLayer < mask.length; l++) {
+    const ids = [];
+    for (let w = 0; w < wordsPerLayer; w++) {
+      let bits = mask[l * wordsPerLayer + w];
+      while (bits) {
+        const b = 31 - Math.clz32(bits & -bits);
+        ids.push(w * 32 + b);
+        bits &= bits - 1;
+      }
+    }
+    out.push(ids);
+  }
+  return out;
+}

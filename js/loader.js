@@ -1,0 +1,489 @@
+// Model loading: URL / File[] / (Node) local directory sources, streamed download with byte
+// progress, SHA-256 checks against manifest.json, Cache API storage, memory checks before any
+// allocation, and weights streamed straight into the wasm WeightBuffer.
+
+import { BlockffnError, abortError, throwIfAborted, toBlockffnError } from './errors.js';
+import { isNode, nodeImport } from './wasm.js';
+
+export const CACHE_NAME = 'blockffn-v1';
+export const MANIFEST = 'manifest.json';
+export const WEIGHTS = 'model.safetensors';
+/** Files of a package the engine reads (others listed in the manifest are ignored). */
+const WANTED = ['config.json', 'tokenizer.json', 'tokenizer_config.json', WEIGHTS];
+
+/** wasm32 addresses at most 4 GiB. */
+export const WASM32_MAX_BYTES = 4 * 1024 ** 3;
+/** One allocation on wasm32 is at most isize::MAX bytes (Rust's limit): the weights are one buffer. */
+export const WASM32_MAX_BUFFER = 2 ** 31 - 1;
+/** Room kept for the engine itself, the tokenizer, the KV cache and activations. */
+const RESERVE_BYTES = 64 * 1024 ** 2;
+const CACHE_WRITE_CHUNK = 4 * 1024 ** 2;
+const NODE_READ_CHUNK = 1024 ** 2;
+
+const fmtBytes = (n) =>
+  n >= 1024 ** 3 ? `${(n / 1024 ** 3).toFixed(2)} GiB` : n >= 1024 ** 2 ? `${(n / 1024 ** 2).toFixed(1)} MiB` : `${n} bytes`;
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+
+function hasCacheApi() {
+  return typeof caches !== 'undefined' && caches && typeof caches.open === 'function';
+}
+
+/** Resolves a model directory URL (relative URLs against the page), with a trailing slash. */
+export function modelBaseUrl(url) {
+  const base = typeof location !== 'undefined' && location.href ? location.href : undefined;
+  let u;
+  try {
+    u = new URL(String(url), base);
+  } catch (e) {
+    throw new BlockffnError('InvalidInput', `"${url}" is not a valid model URL; pass the URL of a converted model directory`, {
+      cause: e,
+    });
+  }
+  if (u.pathname.endsWith('/' + MANIFEST)) u.pathname = u.pathname.slice(0, -MANIFEST.length);
+  if (!u.pathname.endsWith('/')) u.pathname += '/';
+  return u;
+}
+
+function fileUrl(base, name) {
+  const u = new URL(name, base);
+  u.search = base.search;
+  return u.href;
+}
+
+async function* readStream(stream, signal) {
+  const reader = stream.getReader();
+  const onAbort = () => reader.cancel().catch(() => {});
+  signal && signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    for (;;) {
+      throwIfAborted(signal);
+      const { done, value } = await reader.read();
+      throwIfAborted(signal);
+      if (done) return;
+      if (value && value.byteLength) yield value;
+    }
+  } finally {
+    signal && signal.removeEventListener('abort', onAbort);
+    try {
+      reader.releaseLock();
+    } catch {
+      /* already released */
+    }
+  }
+}
+
+class UrlSource {
+  constructor(url, cache) {
+    this.base = modelBaseUrl(url);
+    this.id = this.base.href;
+    this.cache = cache; // Cache | null
+  }
+  async open(name, signal) {
+    const url = fileUrl(this.base, name);
+    if (this.cache) {
+      try {
+        const hit = await this.cache.match(url);
+        if (hit && hit.body) return { chunks: readStream(hit.body, signal), fromCache: true };
+      } catch {
+        /* a broken cache entry: fall back to the network */
+      }
+    }
+    let res;
+    try {
+      res = await fetch(url, { signal, credentials: 'same-origin' });
+    } catch (e) {
+      if (signal && signal.aborted) throw abortError(signal);
+      throw new BlockffnError(
+        'Network',
+        `cannot download ${url} (${e && e.message ? e.message : e}); check the connection, the URL and, for another ` +
+          'origin, that the server sends CORS headers',
+        { cause: e },
+      );
+    }
+    if (res.status === 404 || res.status === 410) {
+      throw new BlockffnError(
+        'ModelNotFound',
+        name === MANIFEST
+          ? `no model at ${this.id}: ${url} returned ${res.status}. The URL must point at a directory made by ` +
+            '`blockffn convert` (it holds manifest.json, config.json, model.safetensors, tokenizer.json)'
+          : `${url} returned ${res.status} although manifest.json lists it; upload every file of the converted model`,
+      );
+    }
+    if (!res.ok || !res.body) {
+      throw new BlockffnError('Network', `cannot download ${url}: the server answered ${res.status} ${res.statusText}`);
+    }
+    return { chunks: readStream(res.body, signal), fromCache: false };
+  }
+}
+
+class FileSource {
+  constructor(files) {
+    this.files = new Map();
+    for (const f of files) {
+      if (!f || typeof f.name !== 'string' || typeof f.stream !== 'function') {
+        throw new BlockffnError('InvalidInput', 'load() takes a URL string, a FileList, or an array of File objects');
+      }
+      const name = f.name.split(/[\\/]/).pop();
+      this.files.set(name, f);
+    }
+    const m = this.files.get(MANIFEST);
+    this.id = `files:${m ? m.name : ''}`;
+  }
+  async open(name, signal) {
+    const f = this.files.get(name);
+    if (!f) {
+      throw new BlockffnError(
+        'ModelNotFound',
+        name === MANIFEST
+          ? 'the picked files have no manifest.json; pick every file of a model directory converted with `blockffn convert`'
+          : `${name} is listed in manifest.json but was not picked; pick every file of the model directory`,
+      );
+    }
+    return { chunks: readStream(f.stream(), signal), fromCache: false };
+  }
+}
+
+/** Node only: a local directory (path or file: URL). */
+class NodeDirSource {
+  constructor(dir) {
+    this.dir = dir;
+    this.id = String(dir);
+  }
+  async open(name, signal) {
+    const fs = await nodeImport('node:fs/promises');
+    const path = await nodeImport('node:path');
+    const dir = this.dir instanceof URL ? (await nodeImport('node:url')).fileURLToPath(this.dir) : this.dir;
+    const p = path.join(dir, name);
+    let fh;
+    try {
+      fh = await fs.open(p, 'r');
+    } catch (e) {
+      if (e && e.code === 'ENOENT') {
+        throw new BlockffnError(
+          'ModelNotFound',
+          name === MANIFEST
+            ? `no model at ${dir}: ${p} does not exist; pass a directory made by \`blockffn convert\``
+            : `${p} does not exist although manifest.json lists it; convert the model again`,
+          { cause: e },
+        );
+      }
+      throw new BlockffnError('ModelNotFound', `cannot read ${p}: ${e.message}`, { cause: e });
+    }
+    async function* chunks() {
+      try {
+        for (;;) {
+          throwIfAborted(signal);
+          const buf = new Uint8Array(NODE_READ_CHUNK);
+          const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+          if (bytesRead === 0) return;
+          yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    return { chunks: chunks(), fromCache: false };
+  }
+}
+
+function isFileList(x) {
+  return (
+    (typeof FileList !== 'undefined' && x instanceof FileList) ||
+    (Array.isArray(x) && x.length > 0 && x.every((f) => f && typeof f.stream === 'function'))
+  );
+}
+
+async function makeSource(source, cacheWanted) {
+  if (isFileList(source)) return new FileSource(Array.from(source));
+  if (source instanceof URL || typeof source === 'string') {
+    const s = String(source);
+    if (s === '') throw new BlockffnError('InvalidInput', 'load() needs a model URL or the picked model files');
+    const isUrl = /^[a-z][a-z0-9+.-]*:/i.test(s) && !/^[a-z]:[\\/]/i.test(s);
+    if (isNode && (s.startsWith('file:') || !isUrl)) {
+      return new NodeDirSource(s.startsWith('file:') ? new URL(s) : s);
+    }
+    const cache = cacheWanted && hasCacheApi() ? await caches.open(CACHE_NAME).catch(() => null) : null;
+    return new UrlSource(s, cache);
+  }
+  throw new BlockffnError('InvalidInput', 'load() takes a URL string, a FileList, or an array of File objects');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache helpers (exported through the package)
+
+export async function hasModelInCache(url) {
+  if (!hasCacheApi()) return false;
+  const base = modelBaseUrl(url);
+  const cache = await caches.open(CACHE_NAME);
+  const m = await cache.match(fileUrl(base, MANIFEST));
+  if (!m) return false;
+  let manifest;
+  try {
+    manifest = JSON.parse(await m.text());
+  } catch {
+    return false;
+  }
+  for (const name of WANTED) {
+    if (manifest.files && manifest.files[name] && !(await cache.match(fileUrl(base, name)))) return false;
+  }
+  return true;
+}
+
+export async function deleteModelFromCache(url) {
+  if (!hasCacheApi()) return false;
+  const base = modelBaseUrl(url);
+  const cache = await caches.open(CACHE_NAME);
+  let any = false;
+  for (const name of [MANIFEST, ...WANTED]) any = (await cache.delete(fileUrl(base, name))) || any;
+  return any;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+async function readAll(chunks, expectedSize, name, onBytes) {
+  const parts = [];
+  let n = 0;
+  for await (const c of chunks) {
+    n += c.byteLength;
+    if (expectedSize !== undefined && n > expectedSize) {
+      throw new BlockffnError(
+        'IntegrityMismatch',
+        `${name} is larger than the ${expectedSize} bytes manifest.json records; the file is replaced or corrupted — download or convert it again`,
+      );
+    }
+    parts.push(c);
+    onBytes && onBytes(c.byteLength);
+  }
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.byteLength;
+  }
+  return out;
+}
+
+function sizeMismatch(name, got, want) {
+  return new BlockffnError(
+    'IntegrityMismatch',
+    `${name} is ${got} bytes but manifest.json records ${want}; the file is truncated or replaced — download or convert it again`,
+  );
+}
+
+function hashMismatch(name, got, want) {
+  return new BlockffnError(
+    'IntegrityMismatch',
+    `${name} has sha256 ${got} but manifest.json records ${want}; the file is corrupted — download or convert it again`,
+  );
+}
+
+/**
+ * Loads a model package into a wasm Engine.
+ * @param {typeof import('../pkg/blockffn.js')} wasm initialised bindings
+ * @returns {Promise<{ engine: any, id: string, manifest: any, config: any, tokenizerConfig: any,
+ *   fromCache: boolean, cached: boolean, warnings: string[] }>}
+ */
+export async function loadModel(wasm, source, options = {}) {
+  const { onProgress, signal } = options;
+  const maxBytes = options.maxMemoryBytes ?? WASM32_MAX_BYTES;
+  const emit = (ev) => {
+    if (onProgress) {
+      try {
+        onProgress(ev);
+      } catch {
+        /* a throwing callback must not break loading */
+      }
+    }
+  };
+  throwIfAborted(signal);
+  const src = await makeSource(source, options.cache !== false);
+  const warnings = [];
+
+  // manifest.json (tiny; not counted in the byte totals)
+  const mfile = await src.open(MANIFEST, signal);
+  const manifestBytes = await readAll(mfile.chunks);
+  const manifestText = new TextDecoder().decode(manifestBytes);
+  let manifest;
+  try {
+    manifest = wasm.parseManifest(manifestText);
+  } catch (e) {
+    throw toBlockffnError(e, `${src.id}${MANIFEST}`);
+  }
+  const dtype = manifest.dtype;
+  if (options.dtype && options.dtype !== 'auto' && options.dtype !== dtype) {
+    throw new BlockffnError(
+      'InvalidConfig',
+      `this package holds ${dtype} weights but dtype "${options.dtype}" was requested; load a package converted with ` +
+        `\`blockffn convert --dtype ${options.dtype}\`, or omit dtype`,
+    );
+  }
+  const names = WANTED.filter((n) => manifest.files[n]);
+  const sizes = Object.fromEntries(names.map((n) => [n, Number(manifest.files[n].size)]));
+  const weightBytes = sizes[WEIGHTS];
+
+  // Memory: refuse before allocating anything when the weights cannot fit in wasm32.
+  const smallBytes = names.filter((n) => n !== WEIGHTS).reduce((a, n) => a + sizes[n], 0);
+  const need = weightBytes + 4 * smallBytes + RESERVE_BYTES;
+  const f16Hint = dtype === 'f32' ? ', or convert this one with a smaller `blockffn convert --dtype` (f16 halves it)' : '';
+  if (!Number.isSafeInteger(weightBytes) || weightBytes > WASM32_MAX_BUFFER - 8) {
+    throw new BlockffnError(
+      'OutOfMemory',
+      `${WEIGHTS} is ${fmtBytes(weightBytes)} (${dtype}), more than the single ${fmtBytes(2 ** 31)} buffer WebAssembly ` +
+        `(wasm32) can allocate for it. Use a smaller model${f16Hint}`,
+    );
+  }
+  if (need > maxBytes) {
+    throw new BlockffnError(
+      'OutOfMemory',
+      `${WEIGHTS} is ${fmtBytes(weightBytes)} (${dtype}); with the engine's working memory it needs about ` +
+        `${fmtBytes(need)}, more than the ${fmtBytes(maxBytes)} WebAssembly (wasm32) can address. Use a smaller ` +
+        `model${f16Hint}`,
+    );
+  }
+
+  const total = names.reduce((a, n) => a + sizes[n], 0);
+  let loaded = 0;
+  let lastEmit = -1;
+  let allFromCache = true;
+  const step = Math.max(64 * 1024, Math.floor(total / 200));
+  const progress = (file, force = false, fromCache = false) => {
+    if (force || loaded - lastEmit >= step) {
+      lastEmit = loaded;
+      emit({ phase: 'download', file, loaded, total, progress: total ? loaded / total : 1, fromCache });
+    }
+  };
+  emit({ phase: 'download', file: MANIFEST, loaded: 0, total, progress: 0, fromCache: mfile.fromCache });
+
+  const small = {};
+  let wb = null;
+  try {
+    for (const name of names.filter((n) => n !== WEIGHTS)) {
+      const f = await src.open(name, signal);
+      allFromCache = allFromCache && f.fromCache;
+      small[name] = await readAll(f.chunks, sizes[name], name, (n) => {
+        loaded += n;
+        progress(name, false, f.fromCache);
+      });
+      progress(name, true, f.fromCache);
+    }
+
+    // Weights: straight into wasm memory, hashed as they arrive.
+    const wf = await src.open(WEIGHTS, signal);
+    allFromCache = allFromCache && wf.fromCache;
+    try {
+      wb = new wasm.WeightBuffer(weightBytes);
+    } catch (e) {
+      throw toBlockffnError(e, `cannot hold ${fmtBytes(weightBytes)} of weights in WebAssembly memory`);
+    }
+    let off = 0;
+    for await (const c of wf.chunks) {
+      if (off + c.byteLength > weightBytes) throw sizeMismatch(WEIGHTS, `more than ${weightBytes}`, weightBytes);
+      wb.write(off, c);
+      off += c.byteLength;
+      loaded += c.byteLength;
+      progress(WEIGHTS, false, wf.fromCache);
+    }
+    if (off !== weightBytes) throw sizeMismatch(WEIGHTS, off, weightBytes);
+    progress(WEIGHTS, true, wf.fromCache);
+    throwIfAborted(signal);
+
+    // Verify every file against the manifest.
+    const checked = [];
+    for (const name of names) {
+      if (name !== WEIGHTS && small[name].byteLength !== sizes[name]) {
+        throw sizeMismatch(name, small[name].byteLength, sizes[name]);
+      }
+      const got = name === WEIGHTS ? wb.sha256() : wasm.sha256Hex(small[name]);
+      if (got !== manifest.files[name].sha256) {
+        if (src.cache && allFromCache) {
+          // A damaged cache entry: drop it so the next load downloads again.
+          await deleteModelFromCache(src.id).catch(() => {});
+        }
+        throw hashMismatch(name, got, manifest.files[name].sha256);
+      }
+      checked.push(name);
+      emit({ phase: 'verify', file: name, verified: checked.length, total: names.length, progress: checked.length / names.length });
+    }
+    throwIfAborted(signal);
+
+    // Store verified files (manifest last, so a complete manifest means a complete entry).
+    let cached = false;
+    if (src.cache) {
+      if (allFromCache) {
+        cached = true;
+      } else {
+        try {
+          emit({ phase: 'verify', file: null, text: 'storing in the browser cache', progress: 1 });
+          for (const name of names) {
+            const url = fileUrl(src.base, name);
+            const body = name === WEIGHTS ? weightStream(wb) : small[name];
+            await src.cache.put(url, new Response(body, { headers: { 'Content-Length': String(sizes[name]) } }));
+          }
+          await src.cache.put(fileUrl(src.base, MANIFEST), new Response(manifestBytes));
+          cached = true;
+        } catch (e) {
+          await deleteModelFromCache(src.id).catch(() => {});
+          const quota = e && (e.name === 'QuotaExceededError' || /quota/i.test(String(e.message)));
+          warnings.push(
+            quota
+              ? 'the browser storage quota is exceeded: the model is kept in memory only and will be downloaded again next time'
+              : `the model could not be stored in the browser cache (${e && e.message}); it is kept in memory only`,
+          );
+        }
+      }
+    }
+    throwIfAborted(signal);
+
+    emit({ phase: 'parse', progress: 0 });
+    const configText = new TextDecoder().decode(small['config.json']);
+    let engine;
+    try {
+      engine = new wasm.Engine(configText, wb, small['tokenizer.json'] ?? null);
+    } catch (e) {
+      throw toBlockffnError(e, src.id);
+    }
+    let tokenizerConfig = null;
+    if (small['tokenizer_config.json']) {
+      try {
+        tokenizerConfig = JSON.parse(new TextDecoder().decode(small['tokenizer_config.json']));
+      } catch {
+        warnings.push('tokenizer_config.json is not valid JSON; using the default chat template');
+      }
+    }
+    return {
+      engine,
+      id: src.id,
+      manifest,
+      config: JSON.parse(configText),
+      tokenizerConfig,
+      fromCache: allFromCache && !!src.cache,
+      cached,
+      warnings,
+      emit,
+    };
+  } catch (e) {
+    throw toBlockffnError(e);
+  } finally {
+    if (wb) wb.free();
+  }
+}
+
+/** A stream over the weights in wasm memory, one bounded chunk at a time (never a second full copy). */
+function weightStream(wb) {
+  let off = 0;
+  const len = wb.length;
+  return new ReadableStream({
+    pull(controller) {
+      if (off >= len) {
+        controller.close();
+        return;
+      }
+      const n = Math.min(CACHE_WRITE_CHUNK, len - off);
+      controller.enqueue(wb.read(off, n));
+      off += n;
+    },
+  });
+}

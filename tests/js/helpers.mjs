@@ -1,0 +1,83 @@
+// Shared helpers of the Node tests. The package under test is BLOCKFFN_PKG (the entry file of an
+// installed `npm pack` tarball, as scripts/test.sh sets it) or else this working tree's js/index.js.
+
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const FIXTURE = join(ROOT, 'tests/fixtures/mla_block_linear/runtime');
+
+export function packageEntry() {
+  return process.env.BLOCKFFN_PKG ? pathToFileURL(process.env.BLOCKFFN_PKG).href : pathToFileURL(join(ROOT, 'js/index.js')).href;
+}
+
+export function importPackage() {
+  return import(packageEntry());
+}
+
+/** The native CLI: BLOCKFFN_BIN, else target/release/blockffn, else target/debug/blockffn. */
+export function cliBinary() {
+  const candidates = [process.env.BLOCKFFN_BIN, join(ROOT, 'target/release/blockffn'), join(ROOT, 'target/debug/blockffn')];
+  const bin = candidates.find((p) => p && existsSync(p));
+  if (!bin) throw new Error('the native CLI is not built: run `cargo build --release --features cli`');
+  return bin;
+}
+
+/** `blockffn generate --model FIXTURE ... --json` → { ids, text }. */
+export function cliGenerate(args) {
+  const out = execFileSync(cliBinary(), ['generate', '--model', FIXTURE, ...args, '--json'], { encoding: 'utf8' });
+  return JSON.parse(out);
+}
+
+/** `blockffn logits --model FIXTURE --ids ... --experts` → active_experts[layer][position]. */
+export function cliExperts(ids) {
+  const out = execFileSync(cliBinary(), ['logits', '--model', FIXTURE, '--ids', ids.join(','), '--experts'], {
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  return JSON.parse(out).active_experts;
+}
+
+/**
+ * Serves `dir` on 127.0.0.1 (random port). `override(name)` may return bytes (or a string) to
+ * serve instead of the file. Returns { url, requests, close }.
+ */
+export async function serveDir(dir, override = () => undefined) {
+  const requests = [];
+  const server = http.createServer((req, res) => {
+    const name = decodeURIComponent(new URL(req.url, 'http://x').pathname).replace(/^\/+/, '');
+    requests.push(name);
+    let body = override(name);
+    if (body === undefined) {
+      const p = join(dir, name);
+      if (name.includes('..') || !existsSync(p)) {
+        res.writeHead(404).end('not found');
+        return;
+      }
+      body = readFileSync(p);
+    }
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    requests,
+    close: () => new Promise((r) => server.close(r)),
+  };
+}
+
+/** Every generated id of an engine.generate() run, and its chunks. */
+export async function collect(iterable) {
+  const ids = [];
+  const chunks = [];
+  for await (const c of iterable) {
+    ids.push(...c.tokenIds);
+    chunks.push(c);
+  }
+  return { ids, chunks };
+}
