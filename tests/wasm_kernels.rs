@@ -20,9 +20,10 @@
 //!   order; also with ±inf/NaN scales); `matvec` |simd − scalar| ≤ 1e-6 · Σ_j |scale_b · q_j · x_j|
 //!   as for the other dtypes (per-block lane sums vs sequential sums; f32 throughout, int8 → f32
 //!   exact), for finite scales (the converter only writes finite ones).
+//! - chunk kernels (`chunk_up`, `chunk_down`): stated with their test at the end of this file.
 #![cfg(target_arch = "wasm32")]
 
-use blockffn::kernels::{self, scalar, simd128};
+use blockffn::kernels::{self, chunk as scalar_chunk, scalar, simd128};
 use blockffn::weights::Mat;
 use half::{bf16, f16};
 use wasm_bindgen_test::*;
@@ -739,4 +740,313 @@ fn q8_model_end_to_end_under_simd() {
     assert!(worst <= 0.12 && mean <= 1e-2, "q8 under SIMD: logit error max {worst} mean {mean}");
     assert!(sd < 1e-5, "q8 under SIMD: sparse and dense differ by {sd}");
     assert_eq!(sparse.active, dense.active);
+    // The chunk path (SIMD chunk kernels over q8) equals the per-token sparse path.
+    for size in [3, ids.len()] {
+        let mut cache = model.new_cache();
+        let (mut logits, mut active) = (Vec::new(), Vec::new());
+        for span in ids.chunks(size) {
+            let o = model.forward_chunk(&mut cache, span, Logits::All).unwrap();
+            logits.extend(o.logits);
+            active.extend(o.active);
+        }
+        assert_eq!(active, sparse.active, "q8 chunks of {size}: active sets");
+        let d = logits.iter().zip(&sparse.logits).flat_map(|(a, b)| a.iter().zip(b).map(|(p, q)| (p - q).abs()));
+        let d = d.fold(0.0f32, f32::max);
+        assert!(d <= 1e-5, "q8 chunks of {size}: chunk and sparse differ by {d}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunk kernels (`chunk_up`, `chunk_down`: k tokens through the union of their row blocks).
+//
+// Tolerances: `chunk_down` is bit-identical to the scalar `chunk_down` (same `y + c·w` /
+// `y + (c·scale)·q` per element, rows in order). `chunk_up`: each entry is `silu(d) · s` where
+// the dot product d differs from the scalar sequential sum as `matvec` does (≤ 1e-6 · Σ|w·x|);
+// silu has slope ≤ 1.1, and the polynomial exp adds ≤ 1e-6 relative, so
+// |simd − scalar| ≤ 1.1 · |s| · 1e-6 · Σ|w·x| + 1e-6 · |scalar| + 1e-40. Tokens whose score for a
+// block is 0 get exact zeros in both. Besides the scalar comparison, the SIMD chunk kernels must be
+// bit-identical to the SIMD per-token kernels (`matvec` + `silu_scaled` on the block's rows, and
+// `axpy_rows`), which is what makes the chunked model path equal the per-token one.
+
+enum AnyW {
+    Plain(Owned),
+    Q8(Q8Owned),
+}
+
+impl AnyW {
+    fn random(dtype: &str, rows: usize, cols: usize, rng: &mut Rng) -> AnyW {
+        match dtype {
+            "q8" => AnyW::Q8(Q8Owned::random(rows, cols, 0.05, rng)),
+            d => AnyW::Plain(Owned::random(d, rows * cols, rng)),
+        }
+    }
+    fn mat(&self, rows: usize, cols: usize) -> Mat<'_> {
+        match self {
+            AnyW::Plain(o) => o.mat(rows, cols),
+            AnyW::Q8(q) => q.mat(rows, cols),
+        }
+    }
+    fn get(&self, cols: usize, r: usize, j: usize) -> f64 {
+        match self {
+            AnyW::Plain(o) => o.get(r * cols + j) as f64,
+            AnyW::Q8(q) => q.w(cols, r, j),
+        }
+    }
+}
+
+/// One random chunk case: `ne` blocks of `de` rows × `cols`, `k` tokens each using a random subset
+/// of the union (some tokens none, some blocks of the union used by no token).
+fn check_chunk(dtype: &str, ne: usize, de: usize, cols: usize, k: usize, rng: &mut Rng, worst: &mut f64) {
+    let seed = rng.seed();
+    let what = || format!("chunk {dtype} ne={ne} de={de} cols={cols} k={k} seed={seed}");
+    let w = AnyW::random(dtype, ne * de, cols, rng);
+    let m = w.mat(ne * de, cols);
+    let mut union: Vec<u16> = (0..ne as u16).filter(|_| rng.below(3) != 0).collect();
+    if union.is_empty() && rng.below(2) == 0 {
+        union.push(rng.below(ne as u64) as u16);
+    }
+    let nu = union.len();
+    let xs = rng.vec(k * cols, 1.0);
+    let mut scores = vec![0.0f32; k * ne];
+    for t in 0..k {
+        let p = rng.below(4); // 0: token uses nothing; otherwise keeps ~p/4 of the union
+        for &b in &union {
+            if p != 0 && rng.below(4) < p {
+                scores[t * ne + b as usize] = rng.sym() * 2.0;
+            }
+        }
+    }
+    let (mut us, mut uc) = (vec![f32::NAN; k * nu * de], vec![f32::NAN; k * nu * de]);
+    simd128::chunk_up(m, de, &union, &xs, &scores, ne, &mut us);
+    scalar_chunk::chunk_up(m, de, &union, &xs, &scores, ne, &mut uc);
+    for t in 0..k {
+        for (j, &b) in union.iter().enumerate() {
+            let b = b as usize;
+            let s = scores[t * ne + b];
+            let i0 = (t * nu + j) * de;
+            // SIMD per-token kernels, bit for bit.
+            let mut v = vec![0.0f32; de];
+            if s != 0.0 {
+                simd128::matvec(m.row_range(b * de, (b + 1) * de), &xs[t * cols..(t + 1) * cols], &mut v);
+                simd128::silu_scaled(&mut v, s);
+            }
+            for r in 0..de {
+                let (got, want) = (us[i0 + r], uc[i0 + r]);
+                assert!(same_bits(got, v[r]), "{} up t={t} b={b} r={r}: chunk {got} vs per-token {}", what(), v[r]);
+                if s == 0.0 {
+                    assert!(got == 0.0 && want == 0.0, "{} up t={t} b={b}: zero score gives {got}/{want}", what());
+                    continue;
+                }
+                let terms: f64 = (0..cols).map(|c| (w.get(cols, b * de + r, c) * xs[t * cols + c] as f64).abs()).sum();
+                let tol = 1.1 * s.abs() as f64 * 1e-6 * terms + 1e-6 * want.abs() as f64 + 1e-40;
+                let err = (got as f64 - want as f64).abs();
+                assert!(err <= tol, "{} up t={t} b={b} r={r}: simd {got} vs scalar {want}, {err:e} > {tol:e}", what());
+                if terms > 0.0 {
+                    *worst = worst.max(err / (s.abs() as f64 * terms));
+                }
+            }
+        }
+    }
+    // Down: the same coefficients (the scalar ones, with extra exact zeros) into both kernels.
+    let mut u = uc.clone();
+    for v in u.iter_mut() {
+        if rng.below(5) == 0 {
+            *v = 0.0;
+        }
+    }
+    let y0 = rng.vec(k * cols, 1.0);
+    let (mut ys, mut yc) = (y0.clone(), y0.clone());
+    simd128::chunk_down(m, de, &union, &u, &mut ys);
+    scalar_chunk::chunk_down(m, de, &union, &u, &mut yc);
+    for t in 0..k {
+        let mut yt = y0[t * cols..(t + 1) * cols].to_vec();
+        for (j, &b) in union.iter().enumerate() {
+            let b = b as usize;
+            simd128::axpy_rows(m.row_range(b * de, (b + 1) * de), &u[(t * nu + j) * de..][..de], &mut yt);
+        }
+        for (c, &want) in yt.iter().enumerate() {
+            let i = t * cols + c;
+            assert!(same_bits(ys[i], yc[i]), "{} down t={t} col {c}: simd {} vs scalar {}", what(), ys[i], yc[i]);
+            assert!(same_bits(ys[i], want), "{} down t={t} col {c}: chunk {} vs per-token {want}", what(), ys[i]);
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn chunk_kernels_match_scalar_and_per_token() {
+    let mut rng = Rng::new();
+    let mut worst = 0.0f64;
+    for dtype in ["f32", "f16", "bf16", "q8"] {
+        let cols_set: &[usize] = if dtype == "q8" { &[32, 96, 768] } else { &[1, 7, 17, 64, 65, 768] };
+        for &cols in cols_set {
+            for &(ne, de) in &[(1usize, 1usize), (3, 2), (5, 3), (4, 4), (6, 5), (8, 9), (48, 4)] {
+                for k in [1usize, 2, 3, 8] {
+                    check_chunk(dtype, ne, de, cols, k, &mut rng, &mut worst);
+                }
+            }
+        }
+        // Small-model block shape: 64 rows per expert.
+        let cols = 768;
+        check_chunk(dtype, 6, 64, cols, 8, &mut rng, &mut worst);
+    }
+    // Empty span and empty union are no-ops.
+    let w = vec![1.0f32; 4 * 8];
+    let m = Mat::F32 { data: &w, rows: 4, cols: 8 };
+    let mut u: Vec<f32> = Vec::new();
+    simd128::chunk_up(m, 2, &[], &[0.5; 16], &[1.0; 4], 2, &mut u);
+    let mut y = vec![1.0f32; 16];
+    simd128::chunk_down(m, 2, &[], &u, &mut y);
+    assert_eq!(y, vec![1.0f32; 16]);
+    println!("chunk_up: worst |simd - scalar| / (|s|·Σ|w·x|) = {worst:.2e}");
+}
+
+/// Timing (ignored by default): verifying 8 tokens with the chunk kernels vs 1 token's sparse FFN,
+/// BlockFFN-Small shapes (48 experts × 64 rows, hidden 768), ~10 active experts per token with
+/// overlap between neighbours. Run with
+/// `cargo test --target wasm32-unknown-unknown --release --test wasm_kernels -- --include-ignored --nocapture bench_chunk`
+#[wasm_bindgen_test]
+#[ignore]
+fn bench_chunk_verify_8_vs_1_token() {
+    use wasm_bindgen::JsCast;
+    fn now_ms() -> f64 {
+        let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).unwrap();
+        let f: js_sys::Function = js_sys::Reflect::get(&perf, &"now".into()).unwrap().unchecked_into();
+        f.call0(&perf).unwrap().as_f64().unwrap()
+    }
+    fn time(f: &mut dyn FnMut()) -> f64 {
+        let t0 = now_ms();
+        let mut n = 0;
+        while n < 3 || now_ms() - t0 < 200.0 {
+            f();
+            n += 1;
+        }
+        let batch = ((40.0 / ((now_ms() - t0) / n as f64)).ceil() as usize).max(1);
+        let mut v: Vec<f64> = (0..9)
+            .map(|_| {
+                let t = now_ms();
+                for _ in 0..batch {
+                    f();
+                }
+                (now_ms() - t) / batch as f64
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[4]
+    }
+    let (ne, de, h, k) = (48usize, 64usize, 768usize, 8usize);
+    let mut rng = Rng::new();
+    // Active sets: 10 experts, each next token replaces 3 of them.
+    let mut sets: Vec<Vec<u16>> = Vec::new();
+    let mut cur: Vec<u16> = (0..10).map(|i| (i * 4) as u16).collect();
+    for _ in 0..k {
+        let mut s = cur.clone();
+        s.sort_unstable();
+        sets.push(s);
+        for _ in 0..3 {
+            let i = rng.below(10) as usize;
+            loop {
+                let e = rng.below(ne as u64) as u16;
+                if !cur.contains(&e) {
+                    cur[i] = e;
+                    break;
+                }
+            }
+        }
+    }
+    let refs: Vec<&[u16]> = sets.iter().map(|s| s.as_slice()).collect();
+    let union = kernels::union_sorted(&refs);
+    let mut scores = vec![0.0f32; k * ne];
+    for (t, s) in sets.iter().enumerate() {
+        for &e in s {
+            scores[t * ne + e as usize] = 0.1 + rng.sym().abs();
+        }
+    }
+    let xs = rng.vec(k * h, 1.0);
+    for dtype in ["f32", "f16", "q8"] {
+        let up = AnyW::random(dtype, ne * de, h, &mut rng);
+        let down = AnyW::random(dtype, ne * de, h, &mut rng);
+        let (upm, downm) = (up.mat(ne * de, h), down.mat(ne * de, h));
+        let sparse_token = |t: usize, y: &mut [f32]| {
+            let mut u = vec![0.0f32; de];
+            y.iter_mut().for_each(|v| *v = 0.0);
+            for &e in &sets[t] {
+                let (r0, r1) = (e as usize * de, (e as usize + 1) * de);
+                kernels::matvec(upm.row_range(r0, r1), &xs[t * h..(t + 1) * h], &mut u);
+                kernels::silu_scaled(&mut u, scores[t * ne + e as usize]);
+                kernels::axpy_rows(downm.row_range(r0, r1), &u, y);
+            }
+        };
+        let mut y = vec![0.0f32; h];
+        let one = time(&mut || sparse_token(0, &mut y));
+        let mut ys = vec![0.0f32; k * h];
+        let seq = time(&mut || {
+            for t in 0..k {
+                sparse_token(t, &mut ys[t * h..(t + 1) * h]);
+            }
+        });
+        let mut u = vec![0.0f32; k * union.len() * de];
+        let chunk = time(&mut || {
+            kernels::chunk_up(upm, de, &union, &xs, &scores, ne, &mut u);
+            ys.iter_mut().for_each(|v| *v = 0.0);
+            kernels::chunk_down(downm, de, &union, &u, &mut ys);
+        });
+        let mut u1 = vec![0.0f32; de];
+        let seq_up = time(&mut || {
+            for t in 0..k {
+                for &e in &sets[t] {
+                    let (r0, r1) = (e as usize * de, (e as usize + 1) * de);
+                    kernels::matvec(upm.row_range(r0, r1), &xs[t * h..(t + 1) * h], &mut u1);
+                    kernels::silu_scaled(&mut u1, scores[t * ne + e as usize]);
+                }
+            }
+        });
+        let chunk_up = time(&mut || kernels::chunk_up(upm, de, &union, &xs, &scores, ne, &mut u));
+        wasm_bindgen_test::console_log!("{dtype}: up only: one by one {seq_up:.3} ms, chunk {chunk_up:.3} ms");
+        wasm_bindgen_test::console_log!(
+            "{dtype}: 1 token sparse {one:.3} ms | 8 tokens one by one {seq:.3} ms | 8 tokens chunk (union {} experts) {chunk:.3} ms = {:.2}× one token",
+            union.len(),
+            chunk / one
+        );
+    }
+    // Cache-cold variant: 12 layers' experts (f16: 113 MB, q8: 57 MB), each pass over all layers,
+    // so weights come from memory as in a real forward (per-layer times reported).
+    let layers = 12;
+    for dtype in ["f16", "q8"] {
+        let ws: Vec<(AnyW, AnyW)> = (0..layers)
+            .map(|_| (AnyW::random(dtype, ne * de, h, &mut rng), AnyW::random(dtype, ne * de, h, &mut rng)))
+            .collect();
+        let mats: Vec<(Mat, Mat)> = ws.iter().map(|(a, b)| (a.mat(ne * de, h), b.mat(ne * de, h))).collect();
+        let mut y = vec![0.0f32; k * h];
+        let mut u1 = vec![0.0f32; de];
+        let mut per_token = |t: usize, y: &mut [f32]| {
+            for &(upm, downm) in &mats {
+                y.iter_mut().for_each(|v| *v = 0.0);
+                for &e in &sets[t] {
+                    let (r0, r1) = (e as usize * de, (e as usize + 1) * de);
+                    kernels::matvec(upm.row_range(r0, r1), &xs[t * h..(t + 1) * h], &mut u1);
+                    kernels::silu_scaled(&mut u1, scores[t * ne + e as usize]);
+                    kernels::axpy_rows(downm.row_range(r0, r1), &u1, y);
+                }
+            }
+        };
+        let one = time(&mut || per_token(0, &mut y[..h])) / layers as f64;
+        let seq = time(&mut || {
+            for t in 0..k {
+                per_token(t, &mut y[t * h..(t + 1) * h]);
+            }
+        }) / layers as f64;
+        let mut u = vec![0.0f32; k * union.len() * de];
+        let chunk = time(&mut || {
+            for &(upm, downm) in &mats {
+                kernels::chunk_up(upm, de, &union, &xs, &scores, ne, &mut u);
+                y.iter_mut().for_each(|v| *v = 0.0);
+                kernels::chunk_down(downm, de, &union, &u, &mut y);
+            }
+        }) / layers as f64;
+        wasm_bindgen_test::console_log!(
+            "cold {dtype} per layer: 1 token sparse {one:.3} ms | 8 tokens one by one {seq:.3} ms | 8 tokens chunk (union {}) {chunk:.3} ms = {:.2}× one token",
+            union.len(),
+            chunk / one
+        );
+    }
 }

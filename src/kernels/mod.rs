@@ -5,11 +5,17 @@
 //! with `+simd128` (.cargo/config.toml sets it) and the scalar ones elsewhere. Anything `simd128`
 //! does not provide (RoPE, the scalar `silu`, `Elem`) comes from `scalar` on every target.
 
+pub mod chunk;
 pub mod scalar;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod simd128;
 
+pub use chunk::union_sorted;
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub use chunk::{chunk_down, chunk_up};
 pub use scalar::*;
 // Named imports shadow the glob above: these are the fast versions.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub use simd128::{axpy_rows, axpy_rows_dense, dot, matvec, rmsnorm, row_to_f32, silu_scaled, softmax};
+pub use simd128::{
+    axpy_rows, axpy_rows_dense, chunk_down, chunk_up, dot, matvec, rmsnorm, row_to_f32, silu_scaled, softmax,
+};

@@ -714,3 +714,175 @@ pub fn silu_scaled(x: &mut [f32], scale: f32) {
         store_tail(tail, v);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Chunk kernels (several tokens through the same row blocks; see `super::chunk` for layouts).
+
+/// `out[t_i, r0..r0+N]` for every used token: N rows read for all tokens while they are in cache.
+///
+/// # Safety
+/// Rows `r0..r0+N` exist in `w` (`[_, cols]`); every `xs` slice has `cols` elements.
+#[inline(always)]
+unsafe fn chunk_rows_up<const N: usize>(w: Mat, r0: usize, xs: &[f32], cols: usize, outs: &mut [(usize, &mut [f32])]) {
+    for (t, out) in outs.iter_mut() {
+        let x = &xs[*t * cols..(*t + 1) * cols];
+        match w {
+            Mat::F32 { data, .. } => rows_dot::<f32, N>(data, cols, r0, x, out),
+            Mat::F16 { data, .. } => rows_dot::<f16, N>(data, cols, r0, x, out),
+            Mat::BF16 { data, .. } => rows_dot::<bf16, N>(data, cols, r0, x, out),
+            Mat::Q8 { data, scales, .. } => rows_dot_q8::<N>(data, scales, cols, r0, x, out),
+        }
+    }
+}
+
+/// f16/bf16 rows `r0..r0+n` used by `users ≥ 2` tokens: widened once into `scratch` (exactly, so
+/// the f32 kernels on it give the same bits as the f16/bf16 ones) and returned as an f32 matrix
+/// with first row 0. Otherwise the matrix itself and `r0`.
+fn widened_group<'a>(w: Mat<'a>, r0: usize, n: usize, users: usize, scratch: &'a mut [f32]) -> (Mat<'a>, usize) {
+    let cols = w.cols();
+    if users < 2 {
+        return (w, r0);
+    }
+    match w {
+        Mat::F16 { data, .. } => {
+            for i in 0..n {
+                widen_row(&data[(r0 + i) * cols..(r0 + i + 1) * cols], &mut scratch[i * cols..(i + 1) * cols]);
+            }
+        }
+        Mat::BF16 { data, .. } => {
+            for i in 0..n {
+                widen_row(&data[(r0 + i) * cols..(r0 + i + 1) * cols], &mut scratch[i * cols..(i + 1) * cols]);
+            }
+        }
+        _ => return (w, r0),
+    }
+    (Mat::F32 { data: &scratch[..n * cols], rows: n, cols }, 0)
+}
+
+/// SIMD twin of [`super::chunk::chunk_up`]: per token and block the same operations as `matvec`
+/// (groups of four rows from the block's first row) and `silu_scaled`, so bit-identical to
+/// running this module's kernels token by token.
+pub fn chunk_up(up: Mat, block: usize, union: &[u16], xs: &[f32], scores: &[f32], ne: usize, u: &mut [f32]) {
+    let (k, nu) = super::chunk::check_chunk(up, block, union, xs.len(), u.len(), "chunk_up");
+    assert_eq!(scores.len(), k * ne, "chunk_up: scores length");
+    assert!(union.iter().all(|&b| (b as usize) < ne), "chunk_up: block id beyond ne");
+    let (rows, cols) = (up.rows(), up.cols());
+    match up {
+        Mat::F32 { data, .. } => check_len(data.len(), rows, cols),
+        Mat::F16 { data, .. } => check_len(data.len(), rows, cols),
+        Mat::BF16 { data, .. } => check_len(data.len(), rows, cols),
+        Mat::Q8 { data, scales, .. } => check_q8(data, scales, rows, cols),
+    }
+    u.iter_mut().for_each(|v| *v = 0.0);
+    let mut scratch = vec![0.0f32; 4 * cols];
+    let mut used: Vec<usize> = Vec::with_capacity(k);
+    for (j, &b) in union.iter().enumerate() {
+        let b = b as usize;
+        used.clear();
+        used.extend((0..k).filter(|&t| scores[t * ne + b] != 0.0));
+        if used.is_empty() {
+            continue;
+        }
+        let mut r = 0;
+        while r < block {
+            let n = (block - r).min(4);
+            // Disjoint output slices, one per used token (token-major layout, so in increasing order).
+            let mut outs: Vec<(usize, &mut [f32])> = Vec::with_capacity(used.len());
+            let mut rest: &mut [f32] = &mut u[..];
+            let mut base = 0;
+            for &t in &used {
+                let i = (t * nu + j) * block + r;
+                let tail = core::mem::take(&mut rest);
+                let (_, s) = tail.split_at_mut(i - base);
+                let (o, after) = s.split_at_mut(n);
+                outs.push((t, o));
+                rest = after;
+                base = i + n;
+            }
+            let (src, r0) = widened_group(up, b * block + r, n, used.len(), &mut scratch);
+            // SAFETY: r0 + n ≤ (b + 1)·block ≤ rows (check_chunk), or n ≤ the scratch's rows;
+            // matrix bounds checked above; each x slice is cols long (xs.len() == k · cols).
+            unsafe {
+                match n {
+                    4 => chunk_rows_up::<4>(src, r0, xs, cols, &mut outs),
+                    3 => chunk_rows_up::<3>(src, r0, xs, cols, &mut outs),
+                    2 => chunk_rows_up::<2>(src, r0, xs, cols, &mut outs),
+                    _ => chunk_rows_up::<1>(src, r0, xs, cols, &mut outs),
+                }
+            }
+            r += n;
+        }
+        for &t in &used {
+            let i = (t * nu + j) * block;
+            silu_scaled(&mut u[i..i + block], scores[t * ne + b]);
+        }
+    }
+}
+
+/// `y += c·rows` for up to four rows (the nonzero ones of a group), in row order.
+///
+/// # Safety
+/// Every row id is a row of `w` (bounds checked by the caller) and `y.len() == cols`.
+#[inline(always)]
+unsafe fn chunk_axpy(w: Mat, cols: usize, ids: &[usize; 4], cs: &[f32; 4], n: usize, y: &mut [f32]) {
+    macro_rules! go {
+        ($n:literal) => {{
+            let rows: [usize; $n] = core::array::from_fn(|i| ids[i]);
+            let c: [f32; $n] = core::array::from_fn(|i| cs[i]);
+            match w {
+                Mat::F32 { data, .. } => axpy_group::<f32, $n>(data, cols, rows, c, y),
+                Mat::F16 { data, .. } => axpy_group::<f16, $n>(data, cols, rows, c, y),
+                Mat::BF16 { data, .. } => axpy_group::<bf16, $n>(data, cols, rows, c, y),
+                Mat::Q8 { data, scales, .. } => axpy_group_q8::<$n>(data, scales, cols, rows, c, y),
+            }
+        }};
+    }
+    match n {
+        4 => go!(4),
+        3 => go!(3),
+        2 => go!(2),
+        1 => go!(1),
+        _ => {}
+    }
+}
+
+/// SIMD twin of [`super::chunk::chunk_down`]: rows in groups of four, each group applied to every
+/// token (its nonzero coefficients only) while the rows are in cache. Per output element the
+/// additions are the scalar ones in the scalar order, so the result is bit-identical to it.
+pub fn chunk_down(down: Mat, block: usize, union: &[u16], u: &[f32], ys: &mut [f32]) {
+    let (k, nu) = super::chunk::check_chunk(down, block, union, ys.len(), u.len(), "chunk_down");
+    let (rows, cols) = (down.rows(), down.cols());
+    match down {
+        Mat::F32 { data, .. } => check_len(data.len(), rows, cols),
+        Mat::F16 { data, .. } => check_len(data.len(), rows, cols),
+        Mat::BF16 { data, .. } => check_len(data.len(), rows, cols),
+        Mat::Q8 { data, scales, .. } => check_q8(data, scales, rows, cols),
+    }
+    let mut scratch = vec![0.0f32; 4 * cols];
+    for (j, &b) in union.iter().enumerate() {
+        let b = b as usize;
+        let mut r = 0;
+        while r < block {
+            let n = (block - r).min(4);
+            let users = (0..k).filter(|&t| u[(t * nu + j) * block + r..][..n].iter().any(|&c| c != 0.0)).count();
+            let (src, base) = widened_group(down, b * block + r, n, users, &mut scratch);
+            for t in 0..k {
+                let cu = &u[(t * nu + j) * block + r..][..n];
+                let mut ids = [0usize; 4];
+                let mut cs = [0.0f32; 4];
+                let mut m = 0;
+                for (i, &c) in cu.iter().enumerate() {
+                    if c != 0.0 {
+                        ids[m] = base + i;
+                        cs[m] = c;
+                        m += 1;
+                    }
+                }
+                // SAFETY: rows < (b + 1)·block ≤ rows (check_chunk); bounds checked above;
+                // the y slice is cols long.
+                unsafe { chunk_axpy(src, cols, &ids, &cs, m, &mut ys[t * cols..(t + 1) * cols]) };
+            }
+            r += n;
+        }
+    }
+}

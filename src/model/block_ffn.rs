@@ -6,7 +6,7 @@
 //! path is the default; the dense path computes every expert and is kept for comparison.
 
 use crate::config::{Router, RouterNorm};
-use crate::kernels::{axpy_rows, axpy_rows_dense, matvec, silu_scaled};
+use crate::kernels::{axpy_rows, axpy_rows_dense, chunk_down, chunk_up, matvec, silu_scaled};
 use crate::weights::{TensorInfo, WeightStore};
 
 pub(crate) struct BlockFfnWeights {
@@ -125,4 +125,25 @@ pub(crate) fn forward_dense(
     }
     out.iter_mut().for_each(|v| *v = 0.0);
     axpy_rows_dense(store.mat(&w.down_t), &u, out);
+}
+
+/// Chunk FFN for k tokens: `xs` is `k × H`, `scores` `k × Ne` (each token's router output, 0 for
+/// inactive experts), `union` the sorted union of their active sets. Every expert of the union has
+/// its up rows and down rows read once for all k tokens; a token only gets the experts it
+/// selected. Same result as [`forward_sparse`] per token (bit-identical with the same kernels).
+pub(crate) fn forward_chunk(
+    w: &BlockFfnWeights,
+    store: &WeightStore,
+    p: &BlockFfnParams,
+    xs: &[f32],
+    scores: &[f32],
+    union: &[u16],
+    ys: &mut [f32],
+) {
+    let de = p.expert_size;
+    let k = scores.len() / p.experts;
+    let mut u = vec![0.0; k * union.len() * de];
+    chunk_up(store.mat(&w.up), de, union, xs, scores, p.experts, &mut u);
+    ys.iter_mut().for_each(|v| *v = 0.0);
+    chunk_down(store.mat(&w.down_t), de, union, &u, ys);
 }

@@ -243,6 +243,73 @@ impl Model {
         Ok(out)
     }
 
+    /// Runs `ids` after what the cache holds, appending them to the cache, layer by layer: all
+    /// tokens of the span go through layer l before layer l+1. Attention stays per token (in
+    /// order, each token seeing the ones before it); each block-FFN layer runs the span's tokens
+    /// together over the union of their active experts, reading every expert of the union once
+    /// (the verification of a draft chunk, SPEC §9.3). Same results as [`Model::forward`] with
+    /// [`FfnMode::Sparse`] (bit-identical with the same kernels), same `active` sets.
+    pub fn forward_chunk(&self, cache: &mut KvCache, ids: &[u32], logits: Logits) -> Result<ForwardOut> {
+        self.check_ids(cache, ids)?;
+        let cfg = &self.config;
+        let (hsz, k, pos0) = (cfg.hidden_size, ids.len(), cache.len);
+        let res_scale = cfg.residual_scale();
+        let mut hs = vec![0.0; k * hsz];
+        for (h, &id) in hs.chunks_exact_mut(hsz).zip(ids) {
+            row_to_f32(self.store.mat(&self.embed), id as usize, h);
+            h.iter_mut().for_each(|v| *v *= cfg.scale_emb);
+        }
+        let mut xs = vec![0.0; k * hsz];
+        let mut ys = vec![0.0; k * hsz];
+        let mut active: Vec<Vec<Vec<u16>>> = vec![Vec::with_capacity(self.layers.len()); k];
+        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            for (i, h) in hs.chunks_exact_mut(hsz).enumerate() {
+                let (x, y) = (&mut xs[..hsz], &mut ys[..hsz]);
+                rmsnorm(h, self.store.f32s(&layer.input_norm), cfg.rms_norm_eps, x);
+                self.attend(layer, lc, pos0 + i, x, y);
+                h.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b * res_scale);
+            }
+            for (h, x) in hs.chunks_exact(hsz).zip(xs.chunks_exact_mut(hsz)) {
+                rmsnorm(h, self.store.f32s(&layer.post_norm), cfg.rms_norm_eps, x);
+            }
+            match &layer.ffn {
+                FfnWeights::Block(w) => {
+                    let p = self.ffn_params.as_ref().expect("block FFN has params");
+                    let mut scores = Vec::with_capacity(k * p.experts);
+                    for (x, act) in xs.chunks_exact(hsz).zip(active.iter_mut()) {
+                        let mut a = Vec::new();
+                        scores.extend(block_ffn::route(w, &self.store, p, x, &mut a));
+                        act.push(a);
+                    }
+                    let sets: Vec<&[u16]> = active.iter().map(|a| a.last().expect("pushed above").as_slice()).collect();
+                    let union = crate::kernels::union_sorted(&sets);
+                    block_ffn::forward_chunk(w, &self.store, p, &xs, &scores, &union, &mut ys);
+                }
+                FfnWeights::Dense(w) => {
+                    for ((x, y), act) in xs.chunks_exact(hsz).zip(ys.chunks_exact_mut(hsz)).zip(active.iter_mut()) {
+                        dense_ffn::forward(w, &self.store, x, y);
+                        act.push(Vec::new());
+                    }
+                }
+            }
+            hs.iter_mut().zip(&ys).for_each(|(a, b)| *a += b * res_scale);
+        }
+        cache.len += k;
+
+        let mut out = ForwardOut { logits: Vec::new(), active };
+        for (i, h) in hs.chunks_exact(hsz).enumerate() {
+            let want = match logits {
+                Logits::All => true,
+                Logits::Last => i + 1 == k,
+                Logits::None => false,
+            };
+            if want {
+                out.logits.push(self.head(h));
+            }
+        }
+        Ok(out)
+    }
+
     /// One token through the whole model (ids already checked).
     fn step(
         &self,
@@ -264,38 +331,7 @@ impl Model {
         let mut actives = Vec::with_capacity(self.layers.len());
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
             rmsnorm(&h, self.store.f32s(&layer.input_norm), cfg.rms_norm_eps, &mut x);
-            match (&layer.attn, lc, &cfg.attention) {
-                (AttnWeights::Mla(w), LayerCache::Mla { latent, k_pe }, Attention::Mla(d)) => mla::forward(
-                    w,
-                    &self.store,
-                    d,
-                    cfg.num_attention_heads,
-                    &self.inv_freq,
-                    pos,
-                    &x,
-                    latent,
-                    k_pe,
-                    &mut y,
-                ),
-                (
-                    AttnWeights::Gqa(w),
-                    LayerCache::Gqa { k, v },
-                    Attention::Vanilla { num_key_value_heads, head_dim },
-                ) => gqa::forward(
-                    w,
-                    &self.store,
-                    cfg.num_attention_heads,
-                    *num_key_value_heads,
-                    *head_dim,
-                    &self.inv_freq,
-                    pos,
-                    &x,
-                    k,
-                    v,
-                    &mut y,
-                ),
-                _ => unreachable!("cache and weights are built from the same config"),
-            }
+            self.attend(layer, lc, pos, &x, &mut y);
             h.iter_mut().zip(&y).for_each(|(a, b)| *a += b * res_scale);
 
             rmsnorm(&h, self.store.f32s(&layer.post_norm), cfg.rms_norm_eps, &mut x);
@@ -316,14 +352,45 @@ impl Model {
         }
         cache.len += 1;
 
-        let logits = want_logits.then(|| {
-            rmsnorm(&h, self.store.f32s(&self.final_norm), cfg.rms_norm_eps, &mut x);
-            let div = cfg.logit_divisor();
-            x.iter_mut().for_each(|v| *v /= div);
-            let mut logits = vec![0.0; cfg.vocab_size];
-            matvec(self.store.mat(&self.lm_head), &x, &mut logits);
-            logits
-        });
+        let logits = want_logits.then(|| self.head(&h));
         (logits, actives)
+    }
+
+    /// Attention of one layer for one token at `pos` (its K/V appended to the layer's cache).
+    fn attend(&self, layer: &Layer, lc: &mut LayerCache, pos: usize, x: &[f32], y: &mut [f32]) {
+        let cfg = &self.config;
+        match (&layer.attn, lc, &cfg.attention) {
+            (AttnWeights::Mla(w), LayerCache::Mla { latent, k_pe }, Attention::Mla(d)) => {
+                mla::forward(w, &self.store, d, cfg.num_attention_heads, &self.inv_freq, pos, x, latent, k_pe, y)
+            }
+            (AttnWeights::Gqa(w), LayerCache::Gqa { k, v }, Attention::Vanilla { num_key_value_heads, head_dim }) => {
+                gqa::forward(
+                    w,
+                    &self.store,
+                    cfg.num_attention_heads,
+                    *num_key_value_heads,
+                    *head_dim,
+                    &self.inv_freq,
+                    pos,
+                    x,
+                    k,
+                    v,
+                    y,
+                )
+            }
+            _ => unreachable!("cache and weights are built from the same config"),
+        }
+    }
+
+    /// Final norm and LM head for one hidden state.
+    fn head(&self, h: &[f32]) -> Vec<f32> {
+        let cfg = &self.config;
+        let mut x = vec![0.0; cfg.hidden_size];
+        rmsnorm(h, self.store.f32s(&self.final_norm), cfg.rms_norm_eps, &mut x);
+        let div = cfg.logit_divisor();
+        x.iter_mut().for_each(|v| *v /= div);
+        let mut logits = vec![0.0; cfg.vocab_size];
+        matvec(self.store.mat(&self.lm_head), &x, &mut logits);
+        logits
     }
 }
