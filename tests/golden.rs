@@ -7,12 +7,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn logits_of(model: &str, ids: &str, extra: &[&str]) -> Value {
-    let mut args = vec!["logits", "--model", model, "--ids", ids, "--experts"];
-    args.extend_from_slice(extra);
-    serde_json::from_str(&run_ok(&args)).unwrap()
-}
-
 #[test]
 fn logits_and_active_sets_match_reference() {
     for name in FIXTURES {

@@ -61,12 +61,6 @@ fn flipped_decisions(a: &Value, b: &Value) -> usize {
     }
 }
 
-fn logits_of(model: &str, ids: &str, extra: &[&str]) -> Value {
-    let mut args = vec!["logits", "--model", model, "--ids", ids, "--experts"];
-    args.extend_from_slice(extra);
-    serde_json::from_str(&run_ok(&args)).unwrap()
-}
-
 #[test]
 fn q8_fixtures_match_reference_within_bound() {
     for name in FIXTURES {

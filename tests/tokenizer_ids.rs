@@ -12,7 +12,8 @@ fn rust_ids_equal_python_ids() {
     let dir = fixture("tokenizer");
     let json = std::fs::read(dir.join("tokenizer.json")).unwrap();
     let tok = Tokenizer::from_bytes(&json, Some(1)).unwrap();
-    let check: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("id_check.json")).unwrap()).unwrap();
+    let check: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("id_check.json")).unwrap()).unwrap();
     let cases = check.as_array().or_else(|| check["cases"].as_array()).expect("a list of cases");
     assert!(cases.len() >= 20);
     for case in cases {

@@ -297,14 +297,11 @@ fn f16_special_values_in_matvec_dot_and_axpy() {
     wasm_bindgen_test::console_log!("f16 specials: worst matvec |simd−scalar| / Σ|terms| = {worst:e}");
 }
 
-fn check_axpy(dtype: &str, rows: usize, cols: usize, zero_frac: f32, rng: &mut Rng) {
-    let seed = rng.seed();
-    let w = Owned::random(dtype, rows * cols, rng);
-    let m = w.mat(rows, cols);
-    let c: Vec<f32> = (0..rows)
+/// Axpy coefficients: a `zero_frac` share of ±0 (skipped by the sparse kernel), the rest random.
+fn axpy_coeffs(rows: usize, zero_frac: f32, rng: &mut Rng) -> Vec<f32> {
+    (0..rows)
         .map(|_| {
-            let u = (rng.sym() + 1.0) / 2.0;
-            if u < zero_frac {
+            if (rng.sym() + 1.0) / 2.0 < zero_frac {
                 if rng.below(2) == 0 {
                     0.0
                 } else {
@@ -314,7 +311,14 @@ fn check_axpy(dtype: &str, rows: usize, cols: usize, zero_frac: f32, rng: &mut R
                 rng.sym() * 2.0
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Sparse and dense axpy of `m` must equal the scalar twin bit for bit.
+fn assert_axpy_bitwise(m: Mat, zero_frac: f32, rng: &mut Rng, what: &str) {
+    let seed = rng.seed();
+    let (rows, cols) = (m.rows(), m.cols());
+    let c = axpy_coeffs(rows, zero_frac, rng);
     let y0 = rng.vec(cols, 1.0);
     for dense in [false, true] {
         let (mut a, mut b) = (y0.clone(), y0.clone());
@@ -328,12 +332,17 @@ fn check_axpy(dtype: &str, rows: usize, cols: usize, zero_frac: f32, rng: &mut R
         for j in 0..cols {
             assert!(
                 same_bits(a[j], b[j]),
-                "axpy {dtype} dense={dense} {rows}×{cols} zeros {zero_frac} col {j}: simd {} vs scalar {} seed={seed}",
+                "axpy {what} dense={dense} {rows}×{cols} zeros {zero_frac} col {j}: simd {} vs scalar {} seed={seed}",
                 a[j],
                 b[j]
             );
         }
     }
+}
+
+fn check_axpy(dtype: &str, rows: usize, cols: usize, zero_frac: f32, rng: &mut Rng) {
+    let w = Owned::random(dtype, rows * cols, rng);
+    assert_axpy_bitwise(w.mat(rows, cols), zero_frac, rng, dtype);
 }
 
 #[wasm_bindgen_test]
@@ -559,40 +568,9 @@ fn q8_matvec_matches_scalar_on_all_shapes() {
 
 /// Axpy (sparse and dense) and `row_to_f32` on one q8 matrix: bit-identical to the scalar twin.
 fn check_q8_bitwise(w: &Q8Owned, rows: usize, cols: usize, zero_frac: f32, rng: &mut Rng, what: &str) {
-    let seed = rng.seed();
     let m = w.mat(rows, cols);
-    let c: Vec<f32> = (0..rows)
-        .map(|_| {
-            if (rng.sym() + 1.0) / 2.0 < zero_frac {
-                if rng.below(2) == 0 {
-                    0.0
-                } else {
-                    -0.0
-                }
-            } else {
-                rng.sym() * 2.0
-            }
-        })
-        .collect();
-    let y0 = rng.vec(cols, 1.0);
-    for dense in [false, true] {
-        let (mut a, mut b) = (y0.clone(), y0.clone());
-        if dense {
-            simd128::axpy_rows_dense(m, &c, &mut a);
-            scalar::axpy_rows_dense(m, &c, &mut b);
-        } else {
-            simd128::axpy_rows(m, &c, &mut a);
-            scalar::axpy_rows(m, &c, &mut b);
-        }
-        for j in 0..cols {
-            assert!(
-                same_bits(a[j], b[j]),
-                "q8 axpy {what} dense={dense} {rows}×{cols} zeros {zero_frac} col {j}: simd {} vs scalar {} seed={seed}",
-                a[j],
-                b[j]
-            );
-        }
-    }
+    assert_axpy_bitwise(m, zero_frac, rng, &format!("q8 {what}"));
+    let seed = rng.seed();
     let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
     for r in 0..rows {
         simd128::row_to_f32(m, r, &mut a);

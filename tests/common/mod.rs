@@ -65,6 +65,13 @@ pub fn convert(name: &str, dtype: &str) -> PathBuf {
     out
 }
 
+/// `blockffn logits --experts` as JSON (`extra` adds flags such as `--dense`).
+pub fn logits_of(model: &str, ids: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["logits", "--model", model, "--ids", ids, "--experts"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&run_ok(&args)).unwrap()
+}
+
 pub fn ids_arg(v: &Value) -> String {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap().to_string()).collect::<Vec<_>>().join(",")
 }
