@@ -125,8 +125,10 @@ fn map_segments<T: Send>(segs: &[&[u32]], f: impl Fn(&[u32]) -> T + Sync) -> Vec
         if threads > 1 {
             let per = segs.len().div_ceil(threads);
             return std::thread::scope(|s| {
-                let handles: Vec<_> =
-                    segs.chunks(per).map(|part| s.spawn(|| part.iter().map(|seg| f(seg)).collect::<Vec<T>>())).collect();
+                let handles: Vec<_> = segs
+                    .chunks(per)
+                    .map(|part| s.spawn(|| part.iter().map(|seg| f(seg)).collect::<Vec<T>>()))
+                    .collect();
                 handles.into_iter().flat_map(|h| h.join().expect("evaluation thread")).collect()
             });
         }

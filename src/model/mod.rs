@@ -127,7 +127,8 @@ impl Model {
             let ffn = match config.ffn {
                 Ffn::Block { router, .. } => FfnWeights::Block(BlockFfnWeights {
                     router: t(format!("{p}.mlp.router_proj.weight")),
-                    router_norm: (router == Router::Relu(RouterNorm::Rms)).then(|| t(format!("{p}.mlp.router_norm.weight"))),
+                    router_norm: (router == Router::Relu(RouterNorm::Rms))
+                        .then(|| t(format!("{p}.mlp.router_norm.weight"))),
                     up: t(format!("{p}.mlp.up_proj")),
                     down_t: t(format!("{p}.mlp.down_proj_t")),
                 }),
@@ -149,13 +150,9 @@ impl Model {
             Attention::Vanilla { head_dim, .. } => *head_dim,
         };
         let ffn_params = match config.ffn {
-            Ffn::Block { num_experts, expert_size, router, norm_scale, .. } => Some(BlockFfnParams {
-                experts: num_experts,
-                expert_size,
-                router,
-                norm_scale,
-                eps: config.rms_norm_eps,
-            }),
+            Ffn::Block { num_experts, expert_size, router, norm_scale, .. } => {
+                Some(BlockFfnParams { experts: num_experts, expert_size, router, norm_scale, eps: config.rms_norm_eps })
+            }
             Ffn::Dense { .. } => None,
         };
         Ok(Model {
