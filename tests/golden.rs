@@ -74,10 +74,7 @@ fn eval_matches_reference_metrics() {
     for name in FIXTURES {
         let exp = &expected(name)["eval"];
         let model = convert(name, "f32");
-        let text = fixture(name).join("eval.txt");
-        let got: Value =
-            serde_json::from_str(&run_ok(&["eval", "--model", path_str(&model), "--text", path_str(&text), "--json"]))
-                .unwrap();
+        let got = eval_json(&model, name);
         assert_eq!(got["tokens"], exp["tokens"], "{name}: token count");
         let (p, q) = (got["ppl"].as_f64().unwrap(), exp["ppl"].as_f64().unwrap());
         assert!((p - q).abs() / q < 1e-4, "{name}: ppl {p} vs reference {q}");

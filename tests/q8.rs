@@ -100,10 +100,7 @@ fn q8_eval_perplexity_stays_close() {
     for name in FIXTURES {
         let exp = &expected(name)["eval"];
         let model = convert(name, "q8");
-        let text = fixture(name).join("eval.txt");
-        let got: Value =
-            serde_json::from_str(&run_ok(&["eval", "--model", path_str(&model), "--text", path_str(&text), "--json"]))
-                .unwrap();
+        let got = eval_json(&model, name);
         assert_eq!(got["tokens"], exp["tokens"], "{name}: token count");
         let (p, q) = (got["ppl"].as_f64().unwrap(), exp["ppl"].as_f64().unwrap());
         let rel = (p - q).abs() / q;

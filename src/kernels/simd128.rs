@@ -384,32 +384,41 @@ unsafe fn axpy_group<T: Wide, const N: usize>(w: &[T], cols: usize, rows: [usize
     }
 }
 
-fn axpy_rows_t<T: Wide>(w: &[T], rows: usize, cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
-    check_len(w.len(), rows, cols);
+/// Calls `f` with the rows of `coeff` to accumulate, in order, in groups of at most 4 (zero
+/// coefficients left out when `skip_zero`), so each pass over y applies several rows.
+#[inline(always)]
+fn for_row_groups(coeff: &[f32], skip_zero: bool, mut f: impl FnMut(&[usize], &[f32])) {
     let mut ids = [0usize; 4];
     let mut cs = [0.0f32; 4];
     let mut n = 0;
-    // SAFETY: every id is < rows = coeff.len(), rows·cols ≤ w.len(), and y.len() == cols (caller).
-    unsafe {
-        for (r, &c) in coeff.iter().enumerate() {
-            if skip_zero && c == 0.0 {
-                continue;
-            }
-            ids[n] = r;
-            cs[n] = c;
-            n += 1;
-            if n == 4 {
-                axpy_group::<T, 4>(w, cols, ids, cs, y);
-                n = 0;
-            }
+    for (r, &c) in coeff.iter().enumerate() {
+        if skip_zero && c == 0.0 {
+            continue;
         }
-        match n {
-            3 => axpy_group::<T, 3>(w, cols, [ids[0], ids[1], ids[2]], [cs[0], cs[1], cs[2]], y),
-            2 => axpy_group::<T, 2>(w, cols, [ids[0], ids[1]], [cs[0], cs[1]], y),
-            1 => axpy_group::<T, 1>(w, cols, [ids[0]], [cs[0]], y),
-            _ => {}
+        ids[n] = r;
+        cs[n] = c;
+        n += 1;
+        if n == 4 {
+            f(&ids, &cs);
+            n = 0;
         }
     }
+    if n > 0 {
+        f(&ids[..n], &cs[..n]);
+    }
+}
+
+fn axpy_rows_t<T: Wide>(w: &[T], rows: usize, cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
+    check_len(w.len(), rows, cols);
+    // SAFETY: every id is < rows = coeff.len(), rows·cols ≤ w.len(), and y.len() == cols (caller).
+    for_row_groups(coeff, skip_zero, |ids, cs| unsafe {
+        match ids.len() {
+            4 => axpy_group::<T, 4>(w, cols, [ids[0], ids[1], ids[2], ids[3]], [cs[0], cs[1], cs[2], cs[3]], y),
+            3 => axpy_group::<T, 3>(w, cols, [ids[0], ids[1], ids[2]], [cs[0], cs[1], cs[2]], y),
+            2 => axpy_group::<T, 2>(w, cols, [ids[0], ids[1]], [cs[0], cs[1]], y),
+            _ => axpy_group::<T, 1>(w, cols, [ids[0]], [cs[0]], y),
+        }
+    });
 }
 
 /// q8 twin of [`axpy_group`]: per block, `y += (c[k] · scale[k]) · q[k]` for the N rows in order,
@@ -449,30 +458,15 @@ unsafe fn axpy_group_q8<const N: usize>(
 
 fn axpy_rows_q8(q: &[i8], scales: &[f32], rows: usize, cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
     check_q8(q, scales, rows, cols);
-    let mut ids = [0usize; 4];
-    let mut cs = [0.0f32; 4];
-    let mut n = 0;
     // SAFETY: every id is < rows = coeff.len(), check_q8 holds, and y.len() == cols (caller).
-    unsafe {
-        for (r, &c) in coeff.iter().enumerate() {
-            if skip_zero && c == 0.0 {
-                continue;
-            }
-            ids[n] = r;
-            cs[n] = c;
-            n += 1;
-            if n == 4 {
-                axpy_group_q8::<4>(q, scales, cols, ids, cs, y);
-                n = 0;
-            }
-        }
-        match n {
+    for_row_groups(coeff, skip_zero, |ids, cs| unsafe {
+        match ids.len() {
+            4 => axpy_group_q8::<4>(q, scales, cols, [ids[0], ids[1], ids[2], ids[3]], [cs[0], cs[1], cs[2], cs[3]], y),
             3 => axpy_group_q8::<3>(q, scales, cols, [ids[0], ids[1], ids[2]], [cs[0], cs[1], cs[2]], y),
             2 => axpy_group_q8::<2>(q, scales, cols, [ids[0], ids[1]], [cs[0], cs[1]], y),
-            1 => axpy_group_q8::<1>(q, scales, cols, [ids[0]], [cs[0]], y),
-            _ => {}
+            _ => axpy_group_q8::<1>(q, scales, cols, [ids[0]], [cs[0]], y),
         }
-    }
+    });
 }
 
 /// y += Σ_r coeff[r] · W[r, :] (i.e. y += Wᵀ c), skipping zero coefficients.

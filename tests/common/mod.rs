@@ -72,6 +72,12 @@ pub fn logits_of(model: &str, ids: &str, extra: &[&str]) -> Value {
     serde_json::from_str(&run_ok(&args)).unwrap()
 }
 
+/// `blockffn eval --json` of a converted model on the fixture's eval.txt.
+pub fn eval_json(model: &Path, name: &str) -> Value {
+    let text = fixture(name).join("eval.txt");
+    serde_json::from_str(&run_ok(&["eval", "--model", path_str(model), "--text", path_str(&text), "--json"])).unwrap()
+}
+
 pub fn ids_arg(v: &Value) -> String {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap().to_string()).collect::<Vec<_>>().join(",")
 }
