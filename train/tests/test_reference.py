@@ -392,7 +392,8 @@ def test_committed_fixtures_reproduce():
         m, cfg = load_hf(os.path.join(FIXTURES, name, "hf"), attn_impl="eager")
         with torch.no_grad():
             out = m(torch.tensor([exp["ids"]]))
-        torch.testing.assert_close(out.logits[0], torch.tensor(exp["logits"]), rtol=1e-6, atol=1e-6)
+        # fp32 summation order differs across torch versions and thread counts: 1e-5 absolute
+        torch.testing.assert_close(out.logits[0], torch.tensor(exp["logits"]), rtol=1e-5, atol=1e-5)
         if exp["active_experts"]:
             got = [[torch.nonzero(r.a1[0, t] > 0).flatten().tolist() for t in range(len(exp["ids"]))]
                    for r in out.routers]

@@ -166,7 +166,7 @@ def test_demo_configs_training_settings():
     assert m["attention_type"] == "mla" and not m["tie_word_embeddings"]
     assert (m["scale_emb"], m["scale_depth"], m["vocab_size"], m["hidden_size"]) == (12, 1.4, 6144, 256)
     assert 32 <= m["num_experts"] <= 48 and m["expert_size"] == 32
-    assert bf["train"]["lambda_al"] == 2e-3 and bf["train"]["lambda_cs"] == 5e-2
+    assert bf["train"]["lambda_al"] == 4e-3 and bf["train"]["lambda_cs"] == 0.2
     assert nl["model"] == m and nl["train"]["lambda_al"] == 0 and nl["train"]["lambda_cs"] == 0
     k, ne = tk["model"]["moe_top_k"], tk["model"]["num_experts"]
     assert tk["model"]["router_act"] == "softmax" and abs((1 - k / ne) - 0.8) < 0.02

@@ -1,0 +1,78 @@
+//! The embedded demo model (models/demo) against the PyTorch reference run on its training export
+//! (`train/make_demo_golden.py` wrote tests/fixtures/demo/expected.json): logits, active expert
+//! sets, greedy text from a real prompt and the sparsity metrics on real English.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn demo() -> String {
+    root().join("models/demo").to_str().unwrap().to_string()
+}
+
+#[test]
+fn demo_model_fits_its_budget() {
+    let dir = root().join("models/demo");
+    let total: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let val = std::fs::metadata(dir.join("validation.txt")).unwrap().len();
+    println!("models/demo: {total} bytes on disk, validation.txt {val} bytes");
+    assert!(total <= 24_000_000, "models/demo is {total} bytes (budget 24 MB)");
+    assert!(val <= 2_000_000, "validation.txt is {val} bytes (budget 2 MB)");
+}
+
+#[test]
+fn demo_model_matches_reference() {
+    let exp = expected("demo");
+    let ids = ids_arg(&exp["ids"]);
+    for extra in [&[][..], &["--dense"][..]] {
+        let got = logits_of(&demo(), &ids, extra);
+        let last = got["logits"].as_array().unwrap().last().unwrap().clone();
+        let err = max_abs_diff(&floats(&Value::Array(vec![last])), &floats(&Value::Array(vec![exp["last_logits"].clone()])));
+        println!("demo {extra:?}: max |logit - reference| at the last position = {err:.3e}");
+        assert!(err < 1e-4, "demo {extra:?}: logits differ from the reference by {err}");
+        if extra.is_empty() {
+            assert_eq!(got["active_experts"], exp["active_experts"], "demo: active expert sets differ");
+        }
+    }
+}
+
+#[test]
+fn demo_model_greedy_text_matches_reference() {
+    let exp = expected("demo");
+    let prompt = exp["prompt"].as_str().unwrap();
+    let n = exp["greedy"]["new_ids"].as_array().unwrap().len().to_string();
+    for extra in [&[][..], &["--dense"][..]] {
+        let model = demo();
+        let mut args = vec!["generate", "--model", &model, "--prompt", prompt];
+        args.extend_from_slice(&["--max-new-tokens", &n, "--json", "--ignore-eos"]);
+        args.extend_from_slice(extra);
+        let got: Value = serde_json::from_str(&run_ok(&args)).unwrap();
+        assert_eq!(got["ids"], exp["greedy"]["new_ids"], "demo {extra:?}: greedy continuation differs");
+        println!("demo {extra:?}: {prompt}{}", got["text"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn demo_model_eval_matches_reference() {
+    let exp = &expected("demo")["eval"];
+    let text = fixture("demo").join("eval.txt");
+    let got: Value =
+        serde_json::from_str(&run_ok(&["eval", "--model", &demo(), "--text", path_str(&text), "--json"])).unwrap();
+    assert_eq!(got["tokens"], exp["tokens"]);
+    let (p, q) = (got["ppl"].as_f64().unwrap(), exp["ppl"].as_f64().unwrap());
+    assert!((p - q).abs() / q < 1e-4, "demo: ppl {p} vs reference {q}");
+    let close = |a: &Value, b: &Value, what: &str| {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "demo: {what} {a} vs reference {b}");
+    };
+    close(&got["tls"], &exp["tls"], "TLS");
+    close(&got["reuse"], &exp["reuse"], "reuse");
+    for l in ["1", "2", "4", "8", "16", "32", "64"] {
+        close(&got["cls"][l], &exp["cls"][l], &format!("CLS_{l}"));
+    }
+    // the trained sparsity, on this slice too: the targets are TLS >= 0.80, CLS_8 >= 0.70
+    assert!(got["tls"].as_f64().unwrap() > 0.8 && got["cls"]["8"].as_f64().unwrap() > 0.7);
+    println!("demo: ppl {p:.3} TLS {} CLS_8 {}", got["tls"], got["cls"]["8"]);
+}
