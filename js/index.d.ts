@@ -254,3 +254,5 @@ export declare function unpackExperts(mask: Uint32Array, wordsPerLayer: number):
 /** Renders chat messages with a template ("chatml" or "minicpm"), ending with the assistant turn. */
 export declare function renderChat(messages: ChatMessage[], template?: 'chatml' | 'minicpm'): string;
 export declare function detectChatTemplate(tokenizerConfig: unknown): { name: 'chatml' | 'minicpm'; fallback: boolean };
+/** Stop strings that end the assistant's turn for a template (what chat.completions.create passes as `stop`). */
+export declare function chatStops(template: 'chatml' | 'minicpm'): string[];

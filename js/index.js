@@ -7,7 +7,7 @@ import { CACHE_NAME, deleteModelFromCache, hasModelInCache } from './loader.js';
 import { WorkerEngine } from './worker-client.js';
 
 export { BlockffnError, ERROR_CODES, CACHE_NAME, hasModelInCache, deleteModelFromCache };
-export { renderChat, detectChatTemplate } from './chat.js';
+export { renderChat, detectChatTemplate, chatStops } from './chat.js';
 
 /**
  * Creates an engine.
