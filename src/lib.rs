@@ -3,6 +3,8 @@
 //! Start at [`package::load_dir`] (native) or [`package::model_from_parts`] (any target), then
 //! [`generate::generate`] or [`model::Model::forward`].
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod bench;
 pub mod config;
 #[cfg(feature = "convert")]
 pub mod convert;

@@ -29,7 +29,8 @@ fn demo_model_matches_reference() {
     for extra in [&[][..], &["--dense"][..]] {
         let got = logits_of(&demo(), &ids, extra);
         let last = got["logits"].as_array().unwrap().last().unwrap().clone();
-        let err = max_abs_diff(&floats(&Value::Array(vec![last])), &floats(&Value::Array(vec![exp["last_logits"].clone()])));
+        let err =
+            max_abs_diff(&floats(&Value::Array(vec![last])), &floats(&Value::Array(vec![exp["last_logits"].clone()])));
         println!("demo {extra:?}: max |logit - reference| at the last position = {err:.3e}");
         assert!(err < 1e-4, "demo {extra:?}: logits differ from the reference by {err}");
         if extra.is_empty() {

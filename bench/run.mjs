@@ -1,0 +1,158 @@
+// The benchmark harness: one Node process, one thread, the built wasm package (pkg/, made by
+// scripts/build-wasm.sh). Writes bench/results.json and prints Markdown tables.
+//
+//   node bench/run.mjs [--quick] [--no-scalar]
+//
+// 1. kernels (src/bench.rs inside the wasm): scalar vs SIMD128 at BlockFFN-Small shapes for f32,
+//    f16 and q8 — GEMVs, the dense / sparse (20%, 10%) FFN layer, chunk verification of 8 tokens,
+//    the LM head, and a decode step at Small shapes composed of those kernels — plus this
+//    machine's streaming bandwidth and SIMD peak, so every row has its roofline fraction;
+// 2. a peer in the same run: the same dense f32 products through onnxruntime-web's wasm backend
+//    (what transformers.js runs on), one thread, alternating with ours;
+// 3. end to end through the npm API: the embedded demo model, prefill and decode tokens/s,
+//    sparse vs dense.
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import * as ort from 'onnxruntime-web';
+
+import { matmulModel } from './onnx.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const args = new Set(process.argv.slice(2));
+const quick = args.has('--quick');
+const scalar = !args.has('--no-scalar');
+
+const wasmMod = await import(join(ROOT, 'pkg/blockffn.js'));
+await wasmMod.default({ module_or_path: readFileSync(join(ROOT, 'pkg/blockffn_bg.wasm')) });
+
+const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const log = (...a) => console.error(...a);
+
+// ---- 1. kernels -------------------------------------------------------------------------------
+log('kernels (scalar vs SIMD128, f32/f16/q8, Small shapes)...');
+const t0 = performance.now();
+const kernels = wasmMod.benchKernels({
+  dtypes: ['f32', 'f16', 'q8'],
+  lmHead: !quick,
+  decode: !quick,
+  scalar,
+  rounds: quick ? 3 : 7,
+});
+log(`  ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+
+// ---- 2. peer: onnxruntime-web (wasm backend, one thread) ---------------------------------------
+ort.env.wasm.numThreads = 1;
+ort.env.logLevel = 'error';
+const peerShapes = [
+  ['GEMV 768×768 (attention projection)', 768, 768],
+  ['GEMV 3072×768 (FFN up, all experts)', 3072, 768],
+  ['GEMV 768×3072 (FFN down, all experts)', 768, 3072],
+  ...(quick ? [] : [['LM head GEMV 122,753×768', 122753, 768]]),
+];
+const peer = [];
+for (const [name, rows, cols] of peerShapes) {
+  log(`peer: ${name}...`);
+  const ours = new wasmMod.benchGemv(rows, cols, 'f32');
+  const w = new Float32Array(rows * cols);
+  for (let i = 0; i < w.length; i++) w[i] = Math.sin(i * 0.7) * 0.05;
+  const session = await ort.InferenceSession.create(matmulModel(cols, rows, w), { executionProviders: ['wasm'] });
+  const x = new ort.Tensor('float32', Float32Array.from({ length: cols }, (_, i) => Math.cos(i)), [1, cols]);
+  const ortBatch = async (n) => {
+    const t = performance.now();
+    for (let i = 0; i < n; i++) await session.run({ X: x });
+    return (performance.now() - t) / n;
+  };
+  // warm both, size batches to ≥ 40 ms, then alternate
+  const nOurs = Math.max(1, Math.ceil(40 / Math.max(ours.run(5), 1e-3)));
+  const nOrt = Math.max(1, Math.ceil(40 / Math.max(await ortBatch(5), 1e-3)));
+  const a = [];
+  const b = [];
+  for (let r = 0; r < (quick ? 3 : 9); r++) {
+    a.push(ours.run(nOurs));
+    b.push(await ortBatch(nOrt));
+  }
+  const oursMs = median(a);
+  const ortMs = median(b);
+  peer.push({ case: name, rows, cols, dtype: 'f32', oursMs, ortMs, ortOverOurs: ortMs / oursMs, oursGflops: (2 * rows * cols) / (oursMs * 1e6), ortGflops: (2 * rows * cols) / (ortMs * 1e6) });
+  ours.free();
+  await session.release();
+}
+
+// ---- 3. end to end: the demo model through the npm API ---------------------------------------
+const { createEngine } = await import(join(ROOT, 'js/index.js'));
+const engine = await createEngine({ worker: false });
+const e2e = [];
+const modelDir = join(ROOT, 'models/demo');
+log('end to end: models/demo...');
+await engine.load(modelDir);
+const text = readFileSync(join(modelDir, 'validation.txt'), 'utf8');
+const prompt = text.slice(0, 1000);
+const runOnce = async (mode, maxTokens) => {
+  let last;
+  for await (const c of engine.generate(prompt, { maxTokens, mode, ignoreEos: true })) last = c;
+  return last.stats;
+};
+for (const mode of ['sparse', 'dense']) await runOnce(mode, 4); // warm-up
+const samples = { sparse: [], dense: [] };
+for (let r = 0; r < (quick ? 2 : 5); r++) {
+  for (const mode of ['sparse', 'dense']) samples[mode].push(await runOnce(mode, quick ? 32 : 96));
+}
+for (const mode of ['sparse', 'dense']) {
+  const s = samples[mode];
+  e2e.push({
+    model: 'models/demo',
+    dtype: 'f16',
+    mode,
+    promptTokens: s[0].promptTokens,
+    prefillTokensPerSecond: median(s.map((x) => (x.promptTokens * 1000) / x.prefillMs)),
+    decodeTokensPerSecond: median(s.map((x) => x.tokensPerSecond)),
+    tls: s[0].tls,
+  });
+}
+await engine.unload();
+
+// ---- results -----------------------------------------------------------------------------------
+const results = {
+  command: `node bench/run.mjs${quick ? ' --quick' : ''}${scalar ? '' : ' --no-scalar'}`,
+  date: new Date().toISOString(),
+  machine: {
+    cpu: os.cpus()[0]?.model,
+    logicalCores: os.cpus().length,
+    node: process.version,
+    threads: 1,
+    ...kernels.machine,
+  },
+  kernels: kernels.rows,
+  peer,
+  e2e,
+};
+writeFileSync(join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 1) + '\n');
+
+const f = (v, d = 2) => (v === undefined || v === null ? '–' : Number(v).toFixed(d));
+const m = results.machine;
+console.log(`Machine: ${m.cpu}, ${m.logicalCores} logical cores, Node ${m.node}, one thread; streaming read ${f(m.streamGBs, 1)} GB/s, SIMD f32 peak ${f(m.simdPeakGflops, 1)} GFLOP/s (means of the runs ${m.streamGBsRuns.map((v) => f(v, 1)).join(' / ')} and ${m.simdPeakGflopsRuns.map((v) => f(v, 1)).join(' / ')}).\n`);
+console.log('| group | case | dtype | SIMD ms | scalar ms | SIMD/scalar | GFLOP/s | GB/s | roofline | notes |');
+console.log('|---|---|---|---|---|---|---|---|---|---|');
+for (const r of results.kernels) {
+  const x = r.extra || {};
+  const notes = [
+    x.sparseOverFractionDense !== undefined ? `sparse ÷ (fraction × dense) = ${f(x.sparseOverFractionDense)}` : '',
+    x.chunkOverOneToken !== undefined ? `chunk ÷ one token = ${f(x.chunkOverOneToken)} (one token ${f(x.oneTokenMs, 3)} ms, 8 one by one ${f(x.eightTokensOneByOneMs, 3)} ms)` : '',
+    x.tokensPerSecond !== undefined ? `${f(x.tokensPerSecond, 1)} tok/s` : '',
+    x.denseOverSparse !== undefined ? `dense ÷ sparse = ${f(x.denseOverSparse)}` : '',
+  ].filter(Boolean).join('; ');
+  console.log(`| ${r.group} | ${r.case} | ${r.dtype} | ${f(r.simdMs, 3)} | ${f(r.scalarMs, 3)} | ${f(r.simdOverScalar, 1)}× | ${f(r.simdGflops, 1)} | ${f(r.simdGbs, 1)} | ${f(100 * x.rooflineFraction, 0)}% | ${notes} |`);
+}
+console.log('\n| peer case (f32, one thread) | ours ms | onnxruntime-web ms | ours GFLOP/s | ort GFLOP/s | ort ÷ ours |');
+console.log('|---|---|---|---|---|---|');
+for (const p of peer) console.log(`| ${p.case} | ${f(p.oursMs, 3)} | ${f(p.ortMs, 3)} | ${f(p.oursGflops, 1)} | ${f(p.ortGflops, 1)} | ${f(p.ortOverOurs)}× |`);
+console.log('\n| end to end | dtype | mode | prompt tokens | prefill tok/s | decode tok/s |');
+console.log('|---|---|---|---|---|---|');
+for (const e of e2e) console.log(`| ${e.model} | ${e.dtype} | ${e.mode} | ${e.promptTokens} | ${f(e.prefillTokensPerSecond, 1)} | ${f(e.decodeTokensPerSecond, 1)} |`);
+const sp = e2e.find((e) => e.mode === 'sparse');
+const de = e2e.find((e) => e.mode === 'dense');
+console.log(`\nsparse ÷ dense decode: ${f(sp.decodeTokensPerSecond / de.decodeTokensPerSecond)}×; prefill: ${f(sp.prefillTokensPerSecond / de.prefillTokensPerSecond)}×`);
