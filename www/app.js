@@ -389,6 +389,7 @@ async function send() {
 function newGen({ kind, mode, promptIds, stop, opts }) {
   const { el, body } = addBubble(kind === 'chat' ? 'assistant' : 'continuation', '');
   el.classList.add('streaming');
+  el.setAttribute('aria-busy', 'true'); // screen readers read the reply once, when it is complete
   const strip = document.createElement('div');
   strip.className = 'strip';
   strip.setAttribute('role', 'listbox');
@@ -441,6 +442,7 @@ async function runGeneration(spec) {
   } finally {
     state.abort = null;
     g.el.classList.remove('streaming');
+    g.el.removeAttribute('aria-busy');
     setBusy(null);
     scheduleRender(g, true);
   }
@@ -1081,6 +1083,8 @@ function wire() {
 
 async function main() {
   wire();
+  // The browser may restore form values on reload: start from what the controls show.
+  state.L = Number($('chunk-size').value) || 8;
   buildHeatmap({ experts: { count: 0 }, numLayers: 0 });
   renderPanel();
   setState('starting', 'starting the engine…');
