@@ -12,6 +12,7 @@
 // 3. end to end through the npm API: the embedded demo model, prefill and decode tokens/s,
 //    sparse vs dense.
 
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -115,6 +116,15 @@ for (const mode of ['sparse', 'dense']) {
 }
 await engine.unload();
 
+// ---- 4. the PyTorch reference decoding the same shapes on this CPU (one thread) ---------------
+let torchRef = null;
+if (!quick) {
+  log('PyTorch reference decode at Small shapes...');
+  const r = spawnSync('python3', [join(ROOT, 'bench/torch_decode.py'), '--threads', '1'], { encoding: 'utf8' });
+  if (r.status === 0) torchRef = JSON.parse(r.stdout.trim().split('\n').pop());
+  else log(`  skipped: ${(r.stderr || '').trim().split('\n').pop()}`);
+}
+
 // ---- results -----------------------------------------------------------------------------------
 const results = {
   command: `node bench/run.mjs${quick ? ' --quick' : ''}${scalar ? '' : ' --no-scalar'}`,
@@ -128,6 +138,7 @@ const results = {
   },
   kernels: kernels.rows,
   peer,
+  torchReference: torchRef,
   e2e,
 };
 writeFileSync(join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 1) + '\n');
@@ -153,6 +164,12 @@ for (const p of peer) console.log(`| ${p.case} | ${f(p.oursMs, 3)} | ${f(p.ortMs
 console.log('\n| end to end | dtype | mode | prompt tokens | prefill tok/s | decode tok/s |');
 console.log('|---|---|---|---|---|---|');
 for (const e of e2e) console.log(`| ${e.model} | ${e.dtype} | ${e.mode} | ${e.promptTokens} | ${f(e.prefillTokensPerSecond, 1)} | ${f(e.decodeTokensPerSecond, 1)} |`);
+if (torchRef) {
+  console.log(`\nPyTorch reference (${torchRef.torch}, f32, eager, ${torchRef.threads} thread), one decode step at Small shapes (all experts): ${f(torchRef.medianMs, 1)} ms`);
+  for (const r of results.kernels.filter((k) => k.group === 'decode' && k.dtype === 'f32')) {
+    console.log(`  ours ${r.case}: ${f(r.simdMs, 1)} ms → ${f(torchRef.medianMs / r.simdMs)}× the reference's speed`);
+  }
+}
 const sp = e2e.find((e) => e.mode === 'sparse');
 const de = e2e.find((e) => e.mode === 'dense');
 console.log(`\nsparse ÷ dense decode: ${f(sp.decodeTokensPerSecond / de.decodeTokensPerSecond)}×; prefill: ${f(sp.prefillTokensPerSecond / de.prefillTokensPerSecond)}×`);

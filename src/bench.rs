@@ -94,12 +94,15 @@ impl Rng {
     }
 }
 
+/// `chunk_up`'s signature (matrix, block rows, union, token inputs, scores, experts, activations).
+pub type ChunkUpFn = fn(Mat, usize, &[u16], &[f32], &[f32], usize, &mut [f32]);
+
 /// One kernel set: the scalar twins or the SIMD128 kernels.
 pub struct Kernels {
     pub matvec: fn(Mat, &[f32], &mut [f32]),
     pub axpy_rows: fn(Mat, &[f32], &mut [f32]),
     pub axpy_rows_dense: fn(Mat, &[f32], &mut [f32]),
-    pub chunk_up: fn(Mat, usize, &[u16], &[f32], &[f32], usize, &mut [f32]),
+    pub chunk_up: ChunkUpFn,
     pub chunk_down: fn(Mat, usize, &[u16], &[f32], &mut [f32]),
 }
 

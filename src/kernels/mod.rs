@@ -17,5 +17,5 @@ pub use scalar::*;
 // Named imports shadow the glob above: these are the fast versions.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub use simd128::{
-    axpy_rows, axpy_rows_dense, chunk_down, chunk_up, dot, matvec, rmsnorm, row_to_f32, silu_scaled, softmax,
+    axpy_rows, axpy_rows_dense, chunk_down, chunk_up, dot, matmul, matvec, rmsnorm, row_to_f32, silu_scaled, softmax,
 };

@@ -122,6 +122,27 @@ pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Checks a k-token product's shapes (`xs`: k × cols, `ys`: k × rows, token-major); returns k.
+pub(crate) fn check_matmul(w: Mat, xs: &[f32], ys: &[f32]) -> usize {
+    let (rows, cols) = (w.rows(), w.cols());
+    assert!(cols > 0 && xs.len().is_multiple_of(cols), "matmul: inputs are not whole rows of {cols}");
+    let k = xs.len() / cols;
+    assert_eq!(ys.len(), k * rows, "matmul: output length");
+    k
+}
+
+/// `ys[t] = W xs[t]` for k tokens (token-major `xs` `[k, cols]`, `ys` `[k, rows]`): `matvec`
+/// per token. The fast twins read each weight once for all k tokens.
+pub fn matmul(w: Mat, xs: &[f32], ys: &mut [f32]) {
+    check_matmul(w, xs, ys);
+    if xs.is_empty() {
+        return;
+    }
+    for (x, y) in xs.chunks_exact(w.cols()).zip(ys.chunks_exact_mut(w.rows())) {
+        matvec(w, x, y);
+    }
+}
+
 fn axpy_rows_t<T: Elem>(w: &[T], cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
     let mut row = vec![0.0f32; cols];
     for (r, &c) in coeff.iter().enumerate() {

@@ -712,6 +712,20 @@ pub fn silu_scaled(x: &mut [f32], scale: f32) {
 // ---------------------------------------------------------------------------------------------
 // Chunk kernels (several tokens through the same row blocks; see `super::chunk` for layouts).
 
+/// `out = W[r0..r0+N, :] · x` with this module's `matvec` numerics for any stored type.
+///
+/// # Safety
+/// Rows `r0..r0+N` exist in `w` (`[_, cols]`, bounds checked by the caller); `x.len() == cols`.
+#[inline(always)]
+unsafe fn rows_dot_any<const N: usize>(w: Mat, r0: usize, x: &[f32], cols: usize, out: &mut [f32]) {
+    match w {
+        Mat::F32 { data, .. } => rows_dot::<f32, N>(data, cols, r0, x, out),
+        Mat::F16 { data, .. } => rows_dot::<f16, N>(data, cols, r0, x, out),
+        Mat::BF16 { data, .. } => rows_dot::<bf16, N>(data, cols, r0, x, out),
+        Mat::Q8 { data, scales, .. } => rows_dot_q8::<N>(data, scales, cols, r0, x, out),
+    }
+}
+
 /// `out[t_i, r0..r0+N]` for every used token: N rows read for all tokens while they are in cache.
 ///
 /// # Safety
@@ -719,13 +733,54 @@ pub fn silu_scaled(x: &mut [f32], scale: f32) {
 #[inline(always)]
 unsafe fn chunk_rows_up<const N: usize>(w: Mat, r0: usize, xs: &[f32], cols: usize, outs: &mut [(usize, &mut [f32])]) {
     for (t, out) in outs.iter_mut() {
-        let x = &xs[*t * cols..(*t + 1) * cols];
-        match w {
-            Mat::F32 { data, .. } => rows_dot::<f32, N>(data, cols, r0, x, out),
-            Mat::F16 { data, .. } => rows_dot::<f16, N>(data, cols, r0, x, out),
-            Mat::BF16 { data, .. } => rows_dot::<bf16, N>(data, cols, r0, x, out),
-            Mat::Q8 { data, scales, .. } => rows_dot_q8::<N>(data, scales, cols, r0, x, out),
+        rows_dot_any::<N>(w, r0, &xs[*t * cols..(*t + 1) * cols], cols, out);
+    }
+}
+
+/// Checks that the whole matrix is in bounds of its data (f32/f16/bf16 length, q8 scales).
+fn check_mat(w: Mat) {
+    let (rows, cols) = (w.rows(), w.cols());
+    match w {
+        Mat::F32 { data, .. } => check_len(data.len(), rows, cols),
+        Mat::F16 { data, .. } => check_len(data.len(), rows, cols),
+        Mat::BF16 { data, .. } => check_len(data.len(), rows, cols),
+        Mat::Q8 { data, scales, .. } => check_q8(data, scales, rows, cols),
+    }
+}
+
+/// SIMD twin of [`super::scalar::matmul`] (k tokens through one matrix, the prefill GEMM): rows
+/// four at a time, f16/bf16 groups widened once for all tokens, each group dotted with every token
+/// while it is in L1. Per token the numerics are exactly this module's `matvec`.
+pub fn matmul(w: Mat, xs: &[f32], ys: &mut [f32]) {
+    let k = super::scalar::check_matmul(w, xs, ys);
+    if k <= 1 {
+        if k == 1 {
+            matvec(w, xs, ys);
         }
+        return;
+    }
+    check_mat(w);
+    let (rows, cols) = (w.rows(), w.cols());
+    let mut scratch = vec![0.0f32; 4 * cols];
+    let mut r = 0;
+    while r < rows {
+        let n = (rows - r).min(4);
+        let (src, r0) = widened_group(w, r, n, k, &mut scratch);
+        for t in 0..k {
+            let x = &xs[t * cols..(t + 1) * cols];
+            let out = &mut ys[t * rows + r..t * rows + r + n];
+            // SAFETY: rows r0..r0+n exist in `src` (the checked matrix, or the n widened rows);
+            // x is cols long.
+            unsafe {
+                match n {
+                    4 => rows_dot_any::<4>(src, r0, x, cols, out),
+                    3 => rows_dot_any::<3>(src, r0, x, cols, out),
+                    2 => rows_dot_any::<2>(src, r0, x, cols, out),
+                    _ => rows_dot_any::<1>(src, r0, x, cols, out),
+                }
+            }
+        }
+        r += n;
     }
 }
 
@@ -760,13 +815,8 @@ pub fn chunk_up(up: Mat, block: usize, union: &[u16], xs: &[f32], scores: &[f32]
     let (k, nu) = super::chunk::check_chunk(up, block, union, xs.len(), u.len(), "chunk_up");
     assert_eq!(scores.len(), k * ne, "chunk_up: scores length");
     assert!(union.iter().all(|&b| (b as usize) < ne), "chunk_up: block id beyond ne");
-    let (rows, cols) = (up.rows(), up.cols());
-    match up {
-        Mat::F32 { data, .. } => check_len(data.len(), rows, cols),
-        Mat::F16 { data, .. } => check_len(data.len(), rows, cols),
-        Mat::BF16 { data, .. } => check_len(data.len(), rows, cols),
-        Mat::Q8 { data, scales, .. } => check_q8(data, scales, rows, cols),
-    }
+    check_mat(up);
+    let cols = up.cols();
     u.iter_mut().for_each(|v| *v = 0.0);
     let mut scratch = vec![0.0f32; 4 * cols];
     let mut used: Vec<usize> = Vec::with_capacity(k);
@@ -845,13 +895,8 @@ unsafe fn chunk_axpy(w: Mat, cols: usize, ids: &[usize; 4], cs: &[f32; 4], n: us
 /// additions are the scalar ones in the scalar order, so the result is bit-identical to it.
 pub fn chunk_down(down: Mat, block: usize, union: &[u16], u: &[f32], ys: &mut [f32]) {
     let (k, nu) = super::chunk::check_chunk(down, block, union, ys.len(), u.len(), "chunk_down");
-    let (rows, cols) = (down.rows(), down.cols());
-    match down {
-        Mat::F32 { data, .. } => check_len(data.len(), rows, cols),
-        Mat::F16 { data, .. } => check_len(data.len(), rows, cols),
-        Mat::BF16 { data, .. } => check_len(data.len(), rows, cols),
-        Mat::Q8 { data, scales, .. } => check_q8(data, scales, rows, cols),
-    }
+    check_mat(down);
+    let cols = down.cols();
     let mut scratch = vec![0.0f32; 4 * cols];
     for (j, &b) in union.iter().enumerate() {
         let b = b as usize;

@@ -6,7 +6,7 @@
 //! path is the default; the dense path computes every expert and is kept for comparison.
 
 use crate::config::{Router, RouterNorm};
-use crate::kernels::{axpy_rows, axpy_rows_dense, chunk_down, chunk_up, matvec, silu_scaled};
+use crate::kernels::{axpy_rows, axpy_rows_dense, chunk_down, chunk_up, matmul, matvec, silu_scaled};
 use crate::weights::{TensorInfo, WeightStore};
 
 pub(crate) struct BlockFfnWeights {
@@ -108,23 +108,28 @@ pub(crate) fn forward_sparse(
     }
 }
 
-/// Dense FFN: every expert is computed and multiplied by its (possibly zero) score.
+/// Dense FFN for the k tokens of `xs` (`[k, H]`, `scores` `[k, Ne]`): every expert is computed
+/// and multiplied by its (possibly zero) score; the up projection is one product for all tokens.
 pub(crate) fn forward_dense(
     w: &BlockFfnWeights,
     store: &WeightStore,
     p: &BlockFfnParams,
-    x: &[f32],
+    xs: &[f32],
     scores: &[f32],
     out: &mut [f32],
 ) {
-    let de = p.expert_size;
-    let mut u = vec![0.0; p.experts * de];
-    matvec(store.mat(&w.up), x, &mut u);
-    for (e, block) in u.chunks_mut(de).enumerate() {
-        silu_scaled(block, scores[e]);
-    }
+    let (de, n) = (p.expert_size, p.experts * p.expert_size);
+    let k = scores.len() / p.experts;
+    let mut u = vec![0.0; k * n];
+    matmul(store.mat(&w.up), xs, &mut u);
     out.iter_mut().for_each(|v| *v = 0.0);
-    axpy_rows_dense(store.mat(&w.down_t), &u, out);
+    let hsz = out.len() / k.max(1);
+    for ((ut, sc), y) in u.chunks_exact_mut(n).zip(scores.chunks_exact(p.experts)).zip(out.chunks_exact_mut(hsz)) {
+        for (e, block) in ut.chunks_mut(de).enumerate() {
+            silu_scaled(block, sc[e]);
+        }
+        axpy_rows_dense(store.mat(&w.down_t), ut, y);
+    }
 }
 
 /// Chunk FFN for k tokens: `xs` is `k × H`, `scores` `k × Ne` (each token's router output, 0 for

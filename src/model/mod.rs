@@ -18,7 +18,7 @@ pub use cache::KvCache;
 use cache::LayerCache;
 
 use crate::config::{Attention, Ffn, ModelConfig, Router, RouterNorm};
-use crate::kernels::{matvec, rmsnorm, rope_inv_freq, row_to_f32};
+use crate::kernels::{matmul, rmsnorm, rope_inv_freq, row_to_f32};
 use crate::layout::tensor_table;
 use crate::weights::{DType, TensorInfo, WeightStore};
 use crate::{Error, Result};
@@ -27,6 +27,10 @@ use block_ffn::{BlockFfnParams, BlockFfnWeights};
 use dense_ffn::DenseFfnWeights;
 use gqa::GqaWeights;
 use mla::MlaWeights;
+
+/// Tokens per block when a prompt (or any multi-token span) is run: each weight is read once per
+/// block. 32 tokens of activations (32 × hidden f32) stay in L1/L2 for the demo and Small sizes.
+pub const PREFILL_BLOCK: usize = 32;
 
 /// How the FFN is executed. Both give the same result to float rounding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -221,33 +225,40 @@ impl Model {
         Ok(())
     }
 
-    /// Runs `ids` after what the cache holds, appending them to the cache.
+    /// Runs `ids` after what the cache holds, appending them to the cache. Prompts go through in
+    /// blocks of [`PREFILL_BLOCK`] tokens ([`Model::forward_span`]): every weight is read once per
+    /// block, not once per token, with the same result as running the tokens one by one.
     pub fn forward(&self, cache: &mut KvCache, ids: &[u32], mode: FfnMode, logits: Logits) -> Result<ForwardOut> {
         self.check_ids(cache, ids)?;
         let mut out = ForwardOut::default();
-        for (i, &id) in ids.iter().enumerate() {
+        let blocks = ids.len().div_ceil(PREFILL_BLOCK);
+        for (b, block) in ids.chunks(PREFILL_BLOCK).enumerate() {
             let want = match logits {
-                Logits::All => true,
-                Logits::Last => i + 1 == ids.len(),
-                Logits::None => false,
+                Logits::Last if b + 1 < blocks => Logits::None,
+                l => l,
             };
-            let (l, active) = self.step(cache, id, mode, want);
-            if let Some(l) = l {
-                out.logits.push(l);
-            }
-            out.active.push(active);
+            let o = self.forward_span(cache, block, mode, want);
+            out.logits.extend(o.logits);
+            out.active.extend(o.active);
         }
         Ok(out)
     }
 
-    /// Runs `ids` after what the cache holds, appending them to the cache, layer by layer: all
-    /// tokens of the span go through layer l before layer l+1. Attention stays per token (in
-    /// order, each token seeing the ones before it); each block-FFN layer runs the span's tokens
-    /// together over the union of their active experts, reading every expert of the union once
-    /// (the verification of a draft chunk, SPEC §9.3). Same results as [`Model::forward`] with
-    /// [`FfnMode::Sparse`] (bit-identical with the same kernels), same `active` sets.
+    /// Runs `ids` as one span: the verification of a draft chunk (SPEC §9.3). Each block-FFN layer
+    /// runs the span's tokens together over the union of their active experts, reading every
+    /// expert of the union once. Same results as [`Model::forward`] with [`FfnMode::Sparse`]
+    /// (bit-identical with the same kernels), same `active` sets.
     pub fn forward_chunk(&self, cache: &mut KvCache, ids: &[u32], logits: Logits) -> Result<ForwardOut> {
         self.check_ids(cache, ids)?;
+        Ok(self.forward_span(cache, ids, FfnMode::Sparse, logits))
+    }
+
+    /// The k tokens of `ids` (already checked) layer by layer: all of them go through layer l before
+    /// layer l+1. Attention projections, dense FFNs and the LM head are matrix products over the k
+    /// tokens (`matmul`, bit-identical per token to `matvec`); attention over the cache stays per
+    /// token, in order. Sparse block FFNs run one token alone with `forward_sparse` and several with
+    /// the chunk kernels (union of experts); dense mode computes every expert for each token.
+    fn forward_span(&self, cache: &mut KvCache, ids: &[u32], mode: FfnMode, logits: Logits) -> ForwardOut {
         let cfg = &self.config;
         let (hsz, k, pos0) = (cfg.hidden_size, ids.len(), cache.len);
         let res_scale = cfg.residual_scale();
@@ -260,12 +271,11 @@ impl Model {
         let mut ys = vec![0.0; k * hsz];
         let mut active: Vec<Vec<Vec<u16>>> = vec![Vec::with_capacity(self.layers.len()); k];
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            for (i, h) in hs.chunks_exact_mut(hsz).enumerate() {
-                let (x, y) = (&mut xs[..hsz], &mut ys[..hsz]);
+            for (h, x) in hs.chunks_exact(hsz).zip(xs.chunks_exact_mut(hsz)) {
                 rmsnorm(h, self.store.f32s(&layer.input_norm), cfg.rms_norm_eps, x);
-                self.attend(layer, lc, pos0 + i, x, y);
-                h.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b * res_scale);
             }
+            self.attend(layer, lc, pos0, &xs, &mut ys);
+            hs.iter_mut().zip(&ys).for_each(|(a, b)| *a += b * res_scale);
             for (h, x) in hs.chunks_exact(hsz).zip(xs.chunks_exact_mut(hsz)) {
                 rmsnorm(h, self.store.f32s(&layer.post_norm), cfg.rms_norm_eps, x);
             }
@@ -279,115 +289,85 @@ impl Model {
                         act.push(a);
                     }
                     let sets: Vec<&[u16]> = active.iter().map(|a| a.last().expect("pushed above").as_slice()).collect();
-                    let union = crate::kernels::union_sorted(&sets);
-                    block_ffn::forward_chunk(w, &self.store, p, &xs, &scores, &union, &mut ys);
+                    match mode {
+                        FfnMode::Sparse if k == 1 => {
+                            block_ffn::forward_sparse(w, &self.store, p, &xs, &scores, sets[0], &mut ys)
+                        }
+                        FfnMode::Sparse => {
+                            let union = crate::kernels::union_sorted(&sets);
+                            block_ffn::forward_chunk(w, &self.store, p, &xs, &scores, &union, &mut ys);
+                        }
+                        FfnMode::Dense => block_ffn::forward_dense(w, &self.store, p, &xs, &scores, &mut ys),
+                    }
                 }
                 FfnWeights::Dense(w) => {
-                    for ((x, y), act) in xs.chunks_exact(hsz).zip(ys.chunks_exact_mut(hsz)).zip(active.iter_mut()) {
-                        dense_ffn::forward(w, &self.store, x, y);
-                        act.push(Vec::new());
-                    }
+                    dense_ffn::forward_span(w, &self.store, &xs, &mut ys);
+                    active.iter_mut().for_each(|a| a.push(Vec::new()));
                 }
             }
             hs.iter_mut().zip(&ys).for_each(|(a, b)| *a += b * res_scale);
         }
         cache.len += k;
 
-        let mut out = ForwardOut { logits: Vec::new(), active };
-        for (i, h) in hs.chunks_exact(hsz).enumerate() {
-            let want = match logits {
-                Logits::All => true,
-                Logits::Last => i + 1 == k,
-                Logits::None => false,
-            };
-            if want {
-                out.logits.push(self.head(h));
-            }
-        }
-        Ok(out)
+        let first = match logits {
+            Logits::All => 0,
+            Logits::Last => k.saturating_sub(1),
+            Logits::None => k,
+        };
+        ForwardOut { logits: self.head(&hs[first * hsz..]), active }
     }
 
-    /// One token through the whole model (ids already checked).
-    fn step(
-        &self,
-        cache: &mut KvCache,
-        id: u32,
-        mode: FfnMode,
-        want_logits: bool,
-    ) -> (Option<Vec<f32>>, Vec<Vec<u16>>) {
-        let cfg = &self.config;
-        let hsz = cfg.hidden_size;
-        let pos = cache.len;
-        let res_scale = cfg.residual_scale();
-        let mut h = vec![0.0; hsz];
-        row_to_f32(self.store.mat(&self.embed), id as usize, &mut h);
-        h.iter_mut().for_each(|v| *v *= cfg.scale_emb);
-
-        let mut x = vec![0.0; hsz];
-        let mut y = vec![0.0; hsz];
-        let mut actives = Vec::with_capacity(self.layers.len());
-        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            rmsnorm(&h, self.store.f32s(&layer.input_norm), cfg.rms_norm_eps, &mut x);
-            self.attend(layer, lc, pos, &x, &mut y);
-            h.iter_mut().zip(&y).for_each(|(a, b)| *a += b * res_scale);
-
-            rmsnorm(&h, self.store.f32s(&layer.post_norm), cfg.rms_norm_eps, &mut x);
-            let mut active = Vec::new();
-            match &layer.ffn {
-                FfnWeights::Block(w) => {
-                    let p = self.ffn_params.as_ref().expect("block FFN has params");
-                    let scores = block_ffn::route(w, &self.store, p, &x, &mut active);
-                    match mode {
-                        FfnMode::Sparse => block_ffn::forward_sparse(w, &self.store, p, &x, &scores, &active, &mut y),
-                        FfnMode::Dense => block_ffn::forward_dense(w, &self.store, p, &x, &scores, &mut y),
-                    }
-                }
-                FfnWeights::Dense(w) => dense_ffn::forward(w, &self.store, &x, &mut y),
-            }
-            h.iter_mut().zip(&y).for_each(|(a, b)| *a += b * res_scale);
-            actives.push(active);
-        }
-        cache.len += 1;
-
-        let logits = want_logits.then(|| self.head(&h));
-        (logits, actives)
-    }
-
-    /// Attention of one layer for one token at `pos` (its K/V appended to the layer's cache).
-    fn attend(&self, layer: &Layer, lc: &mut LayerCache, pos: usize, x: &[f32], y: &mut [f32]) {
+    /// Attention of one layer for the tokens of `xs` at `pos0..` (their K/V appended to the cache).
+    fn attend(&self, layer: &Layer, lc: &mut LayerCache, pos0: usize, xs: &[f32], ys: &mut [f32]) {
         let cfg = &self.config;
         match (&layer.attn, lc, &cfg.attention) {
-            (AttnWeights::Mla(w), LayerCache::Mla { latent, k_pe }, Attention::Mla(d)) => {
-                mla::forward(w, &self.store, d, cfg.num_attention_heads, &self.inv_freq, pos, x, latent, k_pe, y)
-            }
+            (AttnWeights::Mla(w), LayerCache::Mla { latent, k_pe }, Attention::Mla(d)) => mla::forward_span(
+                w,
+                &self.store,
+                d,
+                cfg.num_attention_heads,
+                &self.inv_freq,
+                pos0,
+                xs,
+                latent,
+                k_pe,
+                ys,
+            ),
             (AttnWeights::Gqa(w), LayerCache::Gqa { k, v }, Attention::Vanilla { num_key_value_heads, head_dim }) => {
-                gqa::forward(
+                gqa::forward_span(
                     w,
                     &self.store,
                     cfg.num_attention_heads,
                     *num_key_value_heads,
                     *head_dim,
                     &self.inv_freq,
-                    pos,
-                    x,
+                    pos0,
+                    xs,
                     k,
                     v,
-                    y,
+                    ys,
                 )
             }
             _ => unreachable!("cache and weights are built from the same config"),
         }
     }
 
-    /// Final norm and LM head for one hidden state.
-    fn head(&self, h: &[f32]) -> Vec<f32> {
+    /// Final norm and LM head for the hidden states `hs` (`[n, hidden]`), one product for all.
+    fn head(&self, hs: &[f32]) -> Vec<Vec<f32>> {
         let cfg = &self.config;
-        let mut x = vec![0.0; cfg.hidden_size];
-        rmsnorm(h, self.store.f32s(&self.final_norm), cfg.rms_norm_eps, &mut x);
+        let (hsz, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let n = hs.len() / hsz;
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut xs = vec![0.0; n * hsz];
         let div = cfg.logit_divisor();
-        x.iter_mut().for_each(|v| *v /= div);
-        let mut logits = vec![0.0; cfg.vocab_size];
-        matvec(self.store.mat(&self.lm_head), &x, &mut logits);
-        logits
+        for (h, x) in hs.chunks_exact(hsz).zip(xs.chunks_exact_mut(hsz)) {
+            rmsnorm(h, self.store.f32s(&self.final_norm), cfg.rms_norm_eps, x);
+            x.iter_mut().for_each(|v| *v /= div);
+        }
+        let mut logits = vec![0.0; n * vocab];
+        matmul(self.store.mat(&self.lm_head), &xs, &mut logits);
+        logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect()
     }
 }
