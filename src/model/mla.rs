@@ -4,8 +4,8 @@
 //! it reads only the cached latent (kv_lora + rope floats per token).
 
 use crate::config::MlaDims;
-use crate::kernels::{axpy_rows, dot, matmul, matvec, rmsnorm, rope_rotate_half, softmax};
-use crate::weights::{TensorInfo, WeightStore};
+use crate::kernels::{axpy_rows, axpy_rows_dense, matmul, matvec, rmsnorm, rope_rotate_half, softmax};
+use crate::weights::{Mat, TensorInfo, WeightStore};
 
 /// eps of q_a_layernorm / kv_a_layernorm (fixed in the reference code, not from the config).
 const MLA_NORM_EPS: f32 = 1e-6;
@@ -76,6 +76,7 @@ pub(crate) fn forward_span(
         latent.extend_from_slice(&c);
         k_pe_cache.extend_from_slice(k_pe);
         let mut scores = vec![0.0; pos + 1];
+        let mut pe_scores = vec![0.0; pos + 1];
         for h in 0..heads {
             let qh = &mut q[(i * heads + h) * qhd..(i * heads + h + 1) * qhd];
             rope_rotate_half(&mut qh[nope..], inv_freq, pos);
@@ -83,18 +84,16 @@ pub(crate) fn forward_span(
             // q_abs = W_kb,hᵀ q_nope,h
             q_abs.iter_mut().for_each(|v| *v = 0.0);
             axpy_rows(kv_b.row_range(rows, rows + nope), &qh[..nope], &mut q_abs);
-            for (t, s) in scores.iter_mut().enumerate() {
-                let ct = &latent[t * r..(t + 1) * r];
-                let kt = &k_pe_cache[t * rope..(t + 1) * rope];
-                *s = (dot(ct, &q_abs) + dot(kt, &qh[nope..])) * scale;
-            }
+            // Scores against every cached latent and rotary key (two GEMVs over the cache), then
+            // the probability-weighted latent sum (an axpy over the cached rows).
+            let t_len = pos + 1;
+            let (cache_c, cache_pe) = (&latent[..t_len * r], &k_pe_cache[..t_len * rope]);
+            matvec(Mat::F32 { data: cache_c, rows: t_len, cols: r }, &q_abs, &mut scores);
+            matvec(Mat::F32 { data: cache_pe, rows: t_len, cols: rope }, &qh[nope..], &mut pe_scores);
+            scores.iter_mut().zip(&pe_scores).for_each(|(s, p)| *s = (*s + p) * scale);
             softmax(&mut scores);
             cbar.iter_mut().for_each(|v| *v = 0.0);
-            for (t, &p) in scores.iter().enumerate() {
-                for (acc, &cv) in cbar.iter_mut().zip(&latent[t * r..(t + 1) * r]) {
-                    *acc += p * cv;
-                }
-            }
+            axpy_rows_dense(Mat::F32 { data: cache_c, rows: t_len, cols: r }, &scores, &mut cbar);
             let oh = &mut o[(i * heads + h) * vdim..(i * heads + h + 1) * vdim];
             matvec(kv_b.row_range(rows + nope, rows + nope + vdim), &cbar, oh);
         }
