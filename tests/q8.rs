@@ -187,8 +187,10 @@ fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {
 
 #[test]
 fn q8_engine_equals_f32_engine_on_dequantized_weights() {
-    // Separates quantization error (the bound above) from kernel or layout mistakes: with the very
-    // same weight values the two engines differ by f32 rounding only, and route identically.
+    // Separates weight quantization error (the bound above) from kernel or layout mistakes: with the
+    // very same weight values the two engines differ only by the q8 matvec's int8 activations
+    // (≤ Σ|w|·sx/2 per product, measured ≤ 0.03 logits here; a layout mistake gives O(1)), and
+    // route the same up to rare flips of near-zero router outputs.
     use blockffn::model::{FfnMode, Logits};
     for name in FIXTURES {
         let exp = expected(name);
@@ -208,8 +210,18 @@ fn q8_engine_equals_f32_engine_on_dequantized_weights() {
                 }
             }
             println!("{name} {mode:?}: max |q8 - f32(dequantized q8)| = {worst:.3e}");
-            assert!(worst < 1e-4, "{name} {mode:?}: q8 and dequantized f32 differ by {worst}");
-            assert_eq!(a.active, b.active, "{name} {mode:?}: routing differs");
+            assert!(worst < 0.05, "{name} {mode:?}: q8 and dequantized f32 differ by {worst}");
+            let ne = serde_json::from_str::<serde_json::Value>(&config).unwrap()["num_experts"].as_u64().unwrap_or(0);
+            let (mut flips, mut decisions) = (0usize, 0usize);
+            for (pa, pb) in a.active.iter().zip(&b.active) {
+                for (la, lb) in pa.iter().zip(pb) {
+                    decisions += ne as usize;
+                    flips +=
+                        la.iter().filter(|e| !lb.contains(e)).count() + lb.iter().filter(|e| !la.contains(e)).count();
+                }
+            }
+            println!("{name} {mode:?}: {flips} of {decisions} router decisions differ");
+            assert!(flips as f64 <= Q8_ROUTING_FLIP_BOUND * decisions as f64, "{name} {mode:?}: routing differs");
         }
     }
 }

@@ -1,15 +1,18 @@
 //! Plain scalar kernels: the readable reference implementation, f32 accumulation throughout.
 //!
-//! q8 matrices ([`Mat::Q8`]) are handled block by block: the int8 values of a block widen exactly
-//! to f32, and the block's scale is applied once per block (activations are never quantized):
-//! - `matvec`: `y[r] = Σ_b scale_b · (Σ_{j in b} q_j · x_j)`, the inner sum sequential in f32,
-//!   the blocks added in order;
+//! q8 matrices ([`Mat::Q8`]) are handled block by block, with the block's scale applied once:
+//! - `matvec`: the input vector is quantized the same way as the weights (per block of 32:
+//!   `sx = max|x| / 127`, `qx = round(x / sx)`, [`crate::weights::quantize_q8`]), each block's
+//!   products are summed exactly in integers, and `y[r] = Σ_b (scale_b · sx_b) · isum_b`, blocks
+//!   added in order. This is the int8 × int8 product of q8 runtimes; it adds at most
+//!   `Σ_j |w_j| · sx_b / 2` of error per row. An input with a non-finite value takes the exact
+//!   path `Σ_b scale_b · (Σ_{j in b} q_j · x_j)` instead;
 //! - `axpy_rows`: `y[j] += (c_r · scale_b) · q_j`, i.e. the coefficient folded into the scale;
 //! - `row_to_f32`: `out[j] = scale_b · q_j` (the dequantized weight, one rounding).
 
 use half::{bf16, f16};
 
-use crate::weights::{Mat, Q8_BLOCK};
+use crate::weights::{quantize_q8, Mat, Q8_BLOCK};
 
 /// A stored weight element that widens to f32.
 pub trait Elem: Copy {
@@ -100,6 +103,18 @@ fn dot_q8(q: &[i8], scales: &[f32], x: &[f32]) -> f32 {
     acc
 }
 
+/// `Σ_b (scale_b · sx_b) · Σ_{j in b} q_j · qx_j` over one q8 row and a quantized input (integer
+/// block sums, exact; blocks added in order).
+#[inline]
+fn dot_q8q8(q: &[i8], scales: &[f32], qx: &[i8], sx: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for (((qb, xb), &s), &t) in q.chunks_exact(Q8_BLOCK).zip(qx.chunks_exact(Q8_BLOCK)).zip(scales).zip(sx) {
+        let isum: i32 = qb.iter().zip(xb).map(|(&a, &b)| a as i32 * b as i32).sum();
+        acc += (s * t) * isum as f32;
+    }
+    acc
+}
+
 /// y = W x for a row-major W `[rows, cols]`.
 pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), w.cols(), "matvec: input length");
@@ -115,8 +130,18 @@ pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
         Mat::Q8 { data, scales, rows, cols } => {
             check_q8(data, scales, rows, cols);
             let nb = cols / Q8_BLOCK;
-            for (r, out) in y.iter_mut().enumerate() {
-                *out = dot_q8(&data[r * cols..(r + 1) * cols], &scales[r * nb..(r + 1) * nb], x);
+            let (ws, qs) = (|r: usize| &data[r * cols..(r + 1) * cols], |r: usize| &scales[r * nb..(r + 1) * nb]);
+            match quantize_q8(x) {
+                Some((qx, sx)) => {
+                    for (r, out) in y.iter_mut().enumerate() {
+                        *out = dot_q8q8(ws(r), qs(r), &qx, &sx);
+                    }
+                }
+                None => {
+                    for (r, out) in y.iter_mut().enumerate() {
+                        *out = dot_q8(ws(r), qs(r), x);
+                    }
+                }
             }
         }
     }
@@ -307,11 +332,31 @@ mod tests {
         let m = Mat::Q8 { data: &q, scales: &scales, rows: 2, cols: 64 };
         let deq: Vec<f32> = (0..128).map(|i| scales[i / 32] * q[i] as f32).collect();
         let f = Mat::F32 { data: &deq, rows: 2, cols: 64 };
-        let x: Vec<f32> = (0..64).map(|i| (i % 5) as f32 - 2.0).collect();
+        // An input already on its int8 grid (each block's max is 127 steps of 0.25): the int8 × int8
+        // product is then exact.
+        let x: Vec<f32> = (0..64).map(|i| [-127.0, -1.0, 0.0, 1.0, 127.0][i % 5] * 0.25).collect();
         let (mut a, mut b) = ([0.0; 2], [0.0; 2]);
         matvec(m, &x, &mut a);
         matvec(f, &x, &mut b);
         assert_eq!(a, b);
+        // Off the grid: within the activation rounding bound Σ_j |w_j| · sx_b / 2.
+        let x: Vec<f32> = (0..64).map(|i| (i % 5) as f32 - 2.0 + 0.3 * (i % 3) as f32).collect();
+        matvec(m, &x, &mut a);
+        matvec(f, &x, &mut b);
+        for r in 0..2 {
+            let bound: f32 = (0..64)
+                .map(|j| {
+                    let amax = x[j / 32 * 32..j / 32 * 32 + 32].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    deq[r * 64 + j].abs() * amax / 127.0 / 2.0
+                })
+                .sum();
+            assert!((a[r] - b[r]).abs() <= bound * 1.001 + 1e-4, "row {r}: {} vs {} (bound {bound})", a[r], b[r]);
+        }
+        // A non-finite input takes the exact path (NaN propagates as in the f32 kernel).
+        let mut xn = x.clone();
+        xn[3] = f32::NAN;
+        matvec(m, &xn, &mut a);
+        assert!(a[0].is_nan());
         for dense in [false, true] {
             let (mut ya, mut yb) = (vec![1.0; 64], vec![1.0; 64]);
             let c = [0.0, 1.5];

@@ -8,10 +8,12 @@
 //!   output element, so their results are bit-identical.
 //! - `dot` and `matvec` sum in 8 (`matvec`) or 16 (`dot`) lane accumulators and then add those up,
 //!   so they differ from the sequential scalar sum by rounding only; f32 accumulation throughout.
-//! - q8 (`Mat::Q8`): int8 values widen exactly (i8 → i16 → i32 → f32) and the scale is applied
-//!   per block as in the scalar twin. `row_to_f32`, `axpy_rows` and `axpy_rows_dense` are
-//!   bit-identical to it (`scale · q`, resp. `y + (c · scale) · q`, rows in order); `matvec` sums
-//!   each block in lanes and the blocks' `scale · sum` in lanes, so it differs by rounding only.
+//! - q8 (`Mat::Q8`): `row_to_f32`, `axpy_rows` and `axpy_rows_dense` widen the int8 values
+//!   exactly (i8 → i16 → i32 → f32) and are bit-identical to the scalar twin (`scale · q`, resp.
+//!   `y + (c · scale) · q`, rows in order). `matvec` quantizes x per block as the scalar twin does
+//!   and multiplies int8 × int8 with `i32x4.dot_i16x8_s` (exact integer block sums per lane),
+//!   scaling each lane's block sum by `scale · sx` in f32: it differs from the scalar twin by
+//!   rounding only. Non-finite inputs take the exact f32 path, as in the scalar twin.
 //! - `rmsnorm` differs only in the rounding of Σx²; `softmax` and `silu_scaled` use a polynomial
 //!   `exp` (a few ulp from libm's) and, for `softmax`, a lane-wise sum.
 //!
@@ -312,19 +314,100 @@ unsafe fn rows_dot_q8<const N: usize>(q: &[i8], scales: &[f32], cols: usize, r0:
     }
 }
 
+/// An input vector quantized like the weights (per block of 32, [`crate::weights::quantize_q8`]),
+/// widened to i16 for `i32x4.dot_i16x8_s`: `(qx, sx)`. `None` when x has a non-finite value.
+pub(crate) type QuantX = (Vec<i16>, Vec<f32>);
+
+fn quantize_x(x: &[f32]) -> Option<QuantX> {
+    let (q, s) = crate::weights::quantize_q8(x)?;
+    Some((q.into_iter().map(i16::from).collect(), s))
+}
+
+/// int8 × int8 twin of [`rows_dot_q8`] (see `super::scalar`'s notes): per block, each lane sums
+/// eight products exactly in i32 (`dot_i16x8`), converted (exactly) to f32 and scaled by
+/// `scale_b · sx_b` into the row's accumulator; lanes are summed at the end. Differs from the
+/// scalar twin (which adds whole-block sums in order) by f32 rounding only.
+///
+/// # Safety
+/// `check_q8(q, scales, r0 + N, cols)` must hold, `qx.len() == cols`, `sx.len() == cols / 32`.
+#[inline(always)]
+unsafe fn rows_dot_q8q8<const N: usize>(
+    q: &[i8],
+    scales: &[f32],
+    cols: usize,
+    r0: usize,
+    qx: &[i16],
+    sx: &[f32],
+    out: &mut [f32],
+) {
+    let nb = cols / Q8_BLOCK;
+    let xp = qx.as_ptr() as *const v128;
+    let rp: [*const i8; N] = core::array::from_fn(|k| q.as_ptr().add((r0 + k) * cols));
+    let sp: [*const f32; N] = core::array::from_fn(|k| scales.as_ptr().add((r0 + k) * nb));
+    let mut acc = [f32x4_splat(0.0); N];
+    for b in 0..nb {
+        let j = b * Q8_BLOCK;
+        let xs = [
+            v128_load(xp.add(j / 8)),
+            v128_load(xp.add(j / 8 + 1)),
+            v128_load(xp.add(j / 8 + 2)),
+            v128_load(xp.add(j / 8 + 3)),
+        ];
+        let t = *sx.get_unchecked(b);
+        for k in 0..N {
+            let (lo, hi) = (v128_load(rp[k].add(j) as *const v128), v128_load(rp[k].add(j + 16) as *const v128));
+            let d01 = i32x4_add(
+                i32x4_dot_i16x8(i16x8_extend_low_i8x16(lo), xs[0]),
+                i32x4_dot_i16x8(i16x8_extend_high_i8x16(lo), xs[1]),
+            );
+            let d23 = i32x4_add(
+                i32x4_dot_i16x8(i16x8_extend_low_i8x16(hi), xs[2]),
+                i32x4_dot_i16x8(i16x8_extend_high_i8x16(hi), xs[3]),
+            );
+            let st = f32x4_splat(*sp[k].add(b) * t);
+            acc[k] = f32x4_add(acc[k], f32x4_mul(st, f32x4_convert_i32x4(i32x4_add(d01, d23))));
+        }
+    }
+    for k in 0..N {
+        out[k] = hsum(acc[k]);
+    }
+}
+
+/// q8 rows `r0..r0+N` against x: int8 × int8 when x was quantized, else the exact f32 path.
+///
+/// # Safety
+/// As [`rows_dot_q8`]; `qx`, when given, is x quantized by [`quantize_x`].
+#[inline(always)]
+unsafe fn rows_dot_q8x<const N: usize>(
+    q: &[i8],
+    scales: &[f32],
+    cols: usize,
+    r0: usize,
+    x: &[f32],
+    qx: Option<&QuantX>,
+    out: &mut [f32],
+) {
+    match qx {
+        Some((xq, sx)) => rows_dot_q8q8::<N>(q, scales, cols, r0, xq, sx, out),
+        None => rows_dot_q8::<N>(q, scales, cols, r0, x, out),
+    }
+}
+
 fn matvec_q8(q: &[i8], scales: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
     check_q8(q, scales, rows, cols);
+    let qx = quantize_x(x);
+    let qx = qx.as_ref();
     let mut r = 0;
     // SAFETY: check_q8 holds for all `rows`; x.len() == cols and y.len() == rows (caller).
     unsafe {
         while r + 4 <= rows {
-            rows_dot_q8::<4>(q, scales, cols, r, x, &mut y[r..r + 4]);
+            rows_dot_q8x::<4>(q, scales, cols, r, x, qx, &mut y[r..r + 4]);
             r += 4;
         }
         match rows - r {
-            3 => rows_dot_q8::<3>(q, scales, cols, r, x, &mut y[r..]),
-            2 => rows_dot_q8::<2>(q, scales, cols, r, x, &mut y[r..]),
-            1 => rows_dot_q8::<1>(q, scales, cols, r, x, &mut y[r..]),
+            3 => rows_dot_q8x::<3>(q, scales, cols, r, x, qx, &mut y[r..]),
+            2 => rows_dot_q8x::<2>(q, scales, cols, r, x, qx, &mut y[r..]),
+            1 => rows_dot_q8x::<1>(q, scales, cols, r, x, qx, &mut y[r..]),
             _ => {}
         }
     }
@@ -717,12 +800,27 @@ pub fn silu_scaled(x: &mut [f32], scale: f32) {
 /// # Safety
 /// Rows `r0..r0+N` exist in `w` (`[_, cols]`, bounds checked by the caller); `x.len() == cols`.
 #[inline(always)]
-unsafe fn rows_dot_any<const N: usize>(w: Mat, r0: usize, x: &[f32], cols: usize, out: &mut [f32]) {
+unsafe fn rows_dot_any<const N: usize>(
+    w: Mat,
+    r0: usize,
+    x: &[f32],
+    qx: Option<&QuantX>,
+    cols: usize,
+    out: &mut [f32],
+) {
     match w {
         Mat::F32 { data, .. } => rows_dot::<f32, N>(data, cols, r0, x, out),
         Mat::F16 { data, .. } => rows_dot::<f16, N>(data, cols, r0, x, out),
         Mat::BF16 { data, .. } => rows_dot::<bf16, N>(data, cols, r0, x, out),
-        Mat::Q8 { data, scales, .. } => rows_dot_q8::<N>(data, scales, cols, r0, x, out),
+        Mat::Q8 { data, scales, .. } => rows_dot_q8x::<N>(data, scales, cols, r0, x, qx, out),
+    }
+}
+
+/// Each token's input quantized for the q8 kernels (empty for other types).
+fn quantize_tokens(w: Mat, xs: &[f32], cols: usize) -> Vec<Option<QuantX>> {
+    match w {
+        Mat::Q8 { .. } => xs.chunks_exact(cols).map(quantize_x).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -731,9 +829,17 @@ unsafe fn rows_dot_any<const N: usize>(w: Mat, r0: usize, x: &[f32], cols: usize
 /// # Safety
 /// Rows `r0..r0+N` exist in `w` (`[_, cols]`); every `xs` slice has `cols` elements.
 #[inline(always)]
-unsafe fn chunk_rows_up<const N: usize>(w: Mat, r0: usize, xs: &[f32], cols: usize, outs: &mut [(usize, &mut [f32])]) {
+unsafe fn chunk_rows_up<const N: usize>(
+    w: Mat,
+    r0: usize,
+    xs: &[f32],
+    qxs: &[Option<QuantX>],
+    cols: usize,
+    outs: &mut [(usize, &mut [f32])],
+) {
     for (t, out) in outs.iter_mut() {
-        rows_dot_any::<N>(w, r0, &xs[*t * cols..(*t + 1) * cols], cols, out);
+        let qx = qxs.get(*t).and_then(Option::as_ref);
+        rows_dot_any::<N>(w, r0, &xs[*t * cols..(*t + 1) * cols], qx, cols, out);
     }
 }
 
@@ -762,21 +868,23 @@ pub fn matmul(w: Mat, xs: &[f32], ys: &mut [f32]) {
     check_mat(w);
     let (rows, cols) = (w.rows(), w.cols());
     let mut scratch = vec![0.0f32; 4 * cols];
+    let qxs = quantize_tokens(w, xs, cols);
     let mut r = 0;
     while r < rows {
         let n = (rows - r).min(4);
         let (src, r0) = widened_group(w, r, n, k, &mut scratch);
         for t in 0..k {
             let x = &xs[t * cols..(t + 1) * cols];
+            let qx = qxs.get(t).and_then(Option::as_ref);
             let out = &mut ys[t * rows + r..t * rows + r + n];
             // SAFETY: rows r0..r0+n exist in `src` (the checked matrix, or the n widened rows);
             // x is cols long.
             unsafe {
                 match n {
-                    4 => rows_dot_any::<4>(src, r0, x, cols, out),
-                    3 => rows_dot_any::<3>(src, r0, x, cols, out),
-                    2 => rows_dot_any::<2>(src, r0, x, cols, out),
-                    _ => rows_dot_any::<1>(src, r0, x, cols, out),
+                    4 => rows_dot_any::<4>(src, r0, x, qx, cols, out),
+                    3 => rows_dot_any::<3>(src, r0, x, qx, cols, out),
+                    2 => rows_dot_any::<2>(src, r0, x, qx, cols, out),
+                    _ => rows_dot_any::<1>(src, r0, x, qx, cols, out),
                 }
             }
         }
@@ -819,6 +927,7 @@ pub fn chunk_up(up: Mat, block: usize, union: &[u16], xs: &[f32], scores: &[f32]
     let cols = up.cols();
     u.iter_mut().for_each(|v| *v = 0.0);
     let mut scratch = vec![0.0f32; 4 * cols];
+    let qxs = quantize_tokens(up, xs, cols);
     let mut used: Vec<usize> = Vec::with_capacity(k);
     for (j, &b) in union.iter().enumerate() {
         let b = b as usize;
@@ -848,10 +957,10 @@ pub fn chunk_up(up: Mat, block: usize, union: &[u16], xs: &[f32], scores: &[f32]
             // matrix bounds checked above; each x slice is cols long (xs.len() == k · cols).
             unsafe {
                 match n {
-                    4 => chunk_rows_up::<4>(src, r0, xs, cols, &mut outs),
-                    3 => chunk_rows_up::<3>(src, r0, xs, cols, &mut outs),
-                    2 => chunk_rows_up::<2>(src, r0, xs, cols, &mut outs),
-                    _ => chunk_rows_up::<1>(src, r0, xs, cols, &mut outs),
+                    4 => chunk_rows_up::<4>(src, r0, xs, &qxs, cols, &mut outs),
+                    3 => chunk_rows_up::<3>(src, r0, xs, &qxs, cols, &mut outs),
+                    2 => chunk_rows_up::<2>(src, r0, xs, &qxs, cols, &mut outs),
+                    _ => chunk_rows_up::<1>(src, r0, xs, &qxs, cols, &mut outs),
                 }
             }
             r += n;
