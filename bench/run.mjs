@@ -155,6 +155,7 @@ for (const r of results.kernels) {
     x.chunkOverOneToken !== undefined ? `chunk ÷ one token = ${f(x.chunkOverOneToken)} (one token ${f(x.oneTokenMs, 3)} ms, 8 one by one ${f(x.eightTokensOneByOneMs, 3)} ms)` : '',
     x.tokensPerSecond !== undefined ? `${f(x.tokensPerSecond, 1)} tok/s` : '',
     x.denseOverSparse !== undefined ? `dense ÷ sparse = ${f(x.denseOverSparse)}` : '',
+    x.streamGBs !== undefined ? `stream ${f(x.streamGBs, 1)} GB/s alongside` : '',
   ].filter(Boolean).join('; ');
   console.log(`| ${r.group} | ${r.case} | ${r.dtype} | ${f(r.simdMs, 3)} | ${f(r.scalarMs, 3)} | ${f(r.simdOverScalar, 1)}× | ${f(r.simdGflops, 1)} | ${f(r.simdGbs, 1)} | ${f(100 * x.rooflineFraction, 0)}% | ${notes} |`);
 }
