@@ -88,31 +88,43 @@ const { createEngine } = await import(join(ROOT, 'js/index.js'));
 const engine = await createEngine({ worker: false });
 const e2e = [];
 const modelDir = join(ROOT, 'models/demo');
-log('end to end: models/demo...');
-await engine.load(modelDir);
 const text = readFileSync(join(modelDir, 'validation.txt'), 'utf8');
 const prompt = text.slice(0, 1000);
-const runOnce = async (mode, maxTokens) => {
-  let last;
-  for await (const c of engine.generate(prompt, { maxTokens, mode, ignoreEos: true })) last = c;
-  return last.stats;
-};
-for (const mode of ['sparse', 'dense']) await runOnce(mode, 4); // warm-up
-const samples = { sparse: [], dense: [] };
-for (let r = 0; r < (quick ? 2 : 5); r++) {
-  for (const mode of ['sparse', 'dense']) samples[mode].push(await runOnce(mode, quick ? 32 : 96));
+// The demo model as shipped (f16) and re-encoded to f32 and q8 by the CLI (`blockffn convert`
+// accepts a runtime package as its source).
+const variants = [['f16', modelDir]];
+const cli = join(ROOT, 'target/release/blockffn');
+for (const dtype of quick ? [] : ['f32', 'q8']) {
+  const out = join(ROOT, 'target/bench', `demo-${dtype}`);
+  const r = spawnSync(cli, ['convert', modelDir, out, '--dtype', dtype], { encoding: 'utf8' });
+  if (r.status === 0) variants.push([dtype, out]);
+  else log(`  demo ${dtype}: skipped (${r.error ? 'build the CLI: cargo build --release --features cli' : r.stderr.trim()})`);
 }
-for (const mode of ['sparse', 'dense']) {
-  const s = samples[mode];
-  e2e.push({
-    model: 'models/demo',
-    dtype: 'f16',
-    mode,
-    promptTokens: s[0].promptTokens,
-    prefillTokensPerSecond: median(s.map((x) => (x.promptTokens * 1000) / x.prefillMs)),
-    decodeTokensPerSecond: median(s.map((x) => x.tokensPerSecond)),
-    tls: s[0].tls,
-  });
+for (const [dtype, dir] of variants) {
+  log(`end to end: models/demo as ${dtype}...`);
+  await engine.load(dir);
+  const runOnce = async (mode, maxTokens) => {
+    let last;
+    for await (const c of engine.generate(prompt, { maxTokens, mode, ignoreEos: true })) last = c;
+    return last.stats;
+  };
+  for (const mode of ['sparse', 'dense']) await runOnce(mode, 4); // warm-up
+  const samples = { sparse: [], dense: [] };
+  for (let r = 0; r < (quick ? 2 : 5); r++) {
+    for (const mode of ['sparse', 'dense']) samples[mode].push(await runOnce(mode, quick ? 32 : 96));
+  }
+  for (const mode of ['sparse', 'dense']) {
+    const s = samples[mode];
+    e2e.push({
+      model: 'models/demo',
+      dtype,
+      mode,
+      promptTokens: s[0].promptTokens,
+      prefillTokensPerSecond: median(s.map((x) => (x.promptTokens * 1000) / x.prefillMs)),
+      decodeTokensPerSecond: median(s.map((x) => x.tokensPerSecond)),
+      tls: s[0].tls,
+    });
+  }
 }
 await engine.unload();
 
@@ -171,6 +183,8 @@ if (torchRef) {
     console.log(`  ours ${r.case}: ${f(r.simdMs, 1)} ms → ${f(torchRef.medianMs / r.simdMs)}× the reference's speed`);
   }
 }
-const sp = e2e.find((e) => e.mode === 'sparse');
-const de = e2e.find((e) => e.mode === 'dense');
-console.log(`\nsparse ÷ dense decode: ${f(sp.decodeTokensPerSecond / de.decodeTokensPerSecond)}×; prefill: ${f(sp.prefillTokensPerSecond / de.prefillTokensPerSecond)}×`);
+for (const [dtype] of variants) {
+  const sp = e2e.find((e) => e.mode === 'sparse' && e.dtype === dtype);
+  const de = e2e.find((e) => e.mode === 'dense' && e.dtype === dtype);
+  console.log(`${dtype}: sparse ÷ dense decode ${f(sp.decodeTokensPerSecond / de.decodeTokensPerSecond)}×, prefill ${f(sp.prefillTokensPerSecond / de.prefillTokensPerSecond)}×`);
+}

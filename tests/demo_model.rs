@@ -77,3 +77,38 @@ fn demo_model_eval_matches_reference() {
     assert!(got["tls"].as_f64().unwrap() > 0.8 && got["cls"]["8"].as_f64().unwrap() > 0.7);
     println!("demo: ppl {p:.3} TLS {} CLS_8 {}", got["tls"], got["cls"]["8"]);
 }
+
+#[test]
+fn demo_model_reencodes_to_f32_and_q8() {
+    // A runtime package is a valid `convert` source: f16 → f32 is exact (same logits bit for bit),
+    // f16 → q8 stays close; a q8 package is refused as a source with a clear error.
+    let exp = expected("demo");
+    let ids = ids_arg(&exp["ids"]);
+    let base = logits_of(&demo(), &ids, &[]);
+    let f32_dir = scratch("demo-f32");
+    run_ok(&["convert", &demo(), path_str(&f32_dir), "--dtype", "f32"]);
+    let got = logits_of(path_str(&f32_dir), &ids, &[]);
+    assert_eq!(got["logits"], base["logits"], "f16 → f32 re-encoding changed the logits");
+    assert_eq!(got["active_experts"], base["active_experts"]);
+    let q8_dir = scratch("demo-q8");
+    run_ok(&["convert", &demo(), path_str(&q8_dir), "--dtype", "q8"]);
+    let q = logits_of(path_str(&q8_dir), &ids, &[]);
+    let err = max_abs_diff(&floats(&q["logits"]), &floats(&base["logits"]));
+    println!("demo q8 (re-encoded from f16): max |logit - f16| = {err:.3e}");
+    // Trained logits span ±20; int8 weights and activations move them by a few tenths at most, and
+    // the perplexity and sparsity on real text barely at all.
+    assert!(err < 0.5, "q8 demo logits differ by {err}");
+    let text = fixture("demo").join("eval.txt");
+    let ev = |d: &str| -> Value {
+        serde_json::from_str(&run_ok(&["eval", "--model", d, "--text", path_str(&text), "--json"])).unwrap()
+    };
+    let (a, b) = (ev(&demo()), ev(path_str(&q8_dir)));
+    let (pa, pb) = (a["ppl"].as_f64().unwrap(), b["ppl"].as_f64().unwrap());
+    let (ta, tb) = (a["tls"].as_f64().unwrap(), b["tls"].as_f64().unwrap());
+    println!("demo q8: ppl {pb:.4} vs f16 {pa:.4}; TLS {tb:.4} vs {ta:.4}");
+    assert!((pa - pb).abs() / pa < 0.01 && (ta - tb).abs() < 0.005);
+    run_err(
+        &["convert", path_str(&q8_dir), path_str(&scratch("demo-back")), "--dtype", "f16"],
+        "only F32, F16 and BF16",
+    );
+}

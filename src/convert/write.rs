@@ -156,8 +156,22 @@ fn encode_q8(name: &str, v: &[f32]) -> Result<(Vec<u8>, Vec<u8>, f32)> {
 
 /// Matches source tensors to the config's table: every expected tensor present with its exact
 /// shape, nothing unexplained left over.
-fn match_tensors(cfg: &ModelConfig, src: Vec<(String, RawTensor)>) -> Result<Vec<(TensorEntry, RawTensor)>> {
-    let table = tensor_table(cfg);
+///
+/// With `runtime_source` the source is a runtime package (already in runtime names, shapes and
+/// layout), so tensors are looked up by their runtime name and copied without re-layout.
+fn match_tensors(
+    cfg: &ModelConfig,
+    src: Vec<(String, RawTensor)>,
+    runtime_source: bool,
+) -> Result<Vec<(TensorEntry, RawTensor)>> {
+    let mut table = tensor_table(cfg);
+    if runtime_source {
+        for e in table.iter_mut() {
+            e.hf_name = e.rt_name.clone();
+            e.hf_shape = e.rt_shape.clone();
+            e.transform = crate::layout::Transform::Identity;
+        }
+    }
     let mut by_name: HashMap<String, RawTensor> = HashMap::new();
     for (name, t) in src {
         // Non-persistent rotary buffers that some exports include: derived data, not weights.
@@ -229,8 +243,11 @@ pub fn convert_dir(
         Err(_) => None,
     };
 
+    // A runtime package (it has a manifest) can be re-encoded to another dtype, e.g. the embedded
+    // f16 demo model to f32 or q8; its q8 packages cannot (int8 is not a source format).
+    let runtime_source = hf_dir.join(package::MANIFEST_FILE).is_file();
     let (source, tensors) = read_source(hf_dir)?;
-    let matched = match_tensors(&cfg, tensors)?;
+    let matched = match_tensors(&cfg, tensors, runtime_source)?;
     let tensor_count = matched.len();
     let total: u64 = matched.iter().map(|(_, t)| t.data.len() as u64).sum();
 
