@@ -75,22 +75,8 @@ fn eval_matches_reference_metrics() {
         let exp = &expected(name)["eval"];
         let model = convert(name, "f32");
         let got = eval_json(&model, name);
-        assert_eq!(got["tokens"], exp["tokens"], "{name}: token count");
-        let (p, q) = (got["ppl"].as_f64().unwrap(), exp["ppl"].as_f64().unwrap());
-        assert!((p - q).abs() / q < 1e-4, "{name}: ppl {p} vs reference {q}");
-        if exp["tls"].is_null() {
-            assert!(got["tls"].is_null(), "{name}: dense model reports no TLS");
-            continue;
-        }
-        let close = |a: &Value, b: &Value, what: &str| {
-            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-            assert!((a - b).abs() < 1e-9, "{name}: {what} {a} vs reference {b}");
-        };
-        close(&got["tls"], &exp["tls"], "TLS");
-        close(&got["reuse"], &exp["reuse"], "reuse");
-        for l in ["1", "2", "4", "8", "16", "32", "64"] {
-            close(&got["cls"][l], &exp["cls"][l], &format!("CLS_{l}"));
-        }
+        assert_eval_matches(&got, exp, name);
+        let p = got["ppl"].as_f64().unwrap();
         println!("{name}: ppl {p:.4} TLS {} CLS_8 {}", got["tls"], got["cls"]["8"]);
     }
 }

@@ -63,7 +63,7 @@ for n in names:
 json.dump(res, open(os.path.join(out, "results.json"), "w"), indent=1)
 def get(r, k):  # eval --json: {"ppl", "tokens", "tls", "cls": {"1": ..., "8": ...}, "reuse"}
     return r.get("tls") if k == "tls" else (r.get("cls") or {}).get(k.replace("cls_", ""))
-block = [n for n in names if res[n]["spec"][0] in ("blockffn", "tiny_cpu") and "error" not in res[n]]
+block = [n for n in names if res[n]["spec"][0] == "blockffn" and "error" not in res[n]]
 ok = [n for n in block if (get(res[n], "tls") or 0) >= 0.80 and (get(res[n], "cls_8") or 0) >= 0.70]
 best = min(ok, key=lambda n: res[n].get("ppl", 1e9)) if ok else (max(block, key=lambda n: get(res[n], "cls_8") or 0) if block else "")
 open(os.path.join(work, "best"), "w").write(best)

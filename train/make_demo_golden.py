@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from blockffn_ref import load_hf  # noqa: E402
-from make_fixtures import active_lists, evaluate, forward, r7  # noqa: E402
+from make_fixtures import active_lists, evaluate, forward, greedy, r7  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPT = "It was the best of times, and the people of the United States"
@@ -62,12 +62,7 @@ def main():
     with torch.no_grad():
         ids = encode(PROMPT)
         logits, routers = forward(model, ids)
-        seq, margins = list(ids), []
-        for _ in range(N_NEW):
-            last = forward(model, seq)[0][-1]
-            top = torch.topk(last, 2)
-            margins.append(float(top.values[0] - top.values[1]))
-            seq.append(int(top.indices[0]))
+        new_ids, margin = greedy(model, ids, N_NEW)
         ev, _ = evaluate(model, encode(eval_text), config["max_position_embeddings"], True)
 
     os.makedirs(args.out, exist_ok=True)
@@ -78,13 +73,13 @@ def main():
         "ids": ids,
         "last_logits": [r7(v) for v in logits[-1].tolist()],
         "active_experts": active_lists(routers),
-        "greedy": {"new_ids": seq[len(ids):], "min_margin": min(margins)},
+        "greedy": {"new_ids": new_ids, "min_margin": margin},
         "eval": ev,
     }
     with open(os.path.join(args.out, "expected.json"), "w") as f:
         json.dump(expected, f, separators=(",", ":"))
         f.write("\n")
-    print(f"{len(ids)} prompt ids, greedy margin {min(margins):.3g}, eval {ev}")
+    print(f"{len(ids)} prompt ids, greedy margin {margin:.3g}, eval {ev}")
 
 
 if __name__ == "__main__":

@@ -317,10 +317,10 @@ def check_router_constraints(model, routers, name):
     return problems, zero
 
 
-def greedy(model, prompt):
+def greedy(model, prompt, n_new=N_NEW):
     ids = list(prompt)
     new, margins = [], []
-    for _ in range(N_NEW):
+    for _ in range(n_new):
         logits, _ = forward(model, ids)
         last = logits[-1]
         top = torch.topk(last, 2)

@@ -123,12 +123,12 @@ pub(crate) fn forward_dense(
     let mut u = vec![0.0; k * n];
     matmul(store.mat(&w.up), xs, &mut u);
     out.iter_mut().for_each(|v| *v = 0.0);
-    let hsz = out.len() / k.max(1);
+    let (down, hsz) = (store.mat(&w.down_t), out.len() / k.max(1));
     for ((ut, sc), y) in u.chunks_exact_mut(n).zip(scores.chunks_exact(p.experts)).zip(out.chunks_exact_mut(hsz)) {
         for (e, block) in ut.chunks_mut(de).enumerate() {
             silu_scaled(block, sc[e]);
         }
-        axpy_rows_dense(store.mat(&w.down_t), ut, y);
+        axpy_rows_dense(down, ut, y);
     }
 }
 

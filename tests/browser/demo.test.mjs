@@ -8,15 +8,13 @@
 // The package served is BLOCKFFN_PKG_DIR (an installed tarball) or this working tree.
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
-
-import { ROOT, cliBinary } from '../js/helpers.mjs';
+import { ROOT, cliBinary, launchChromium, startServePy } from '../js/helpers.mjs';
 
 const DEMO = join(ROOT, 'models/demo');
 const ARTIFACTS = join(ROOT, 'target/test-artifacts');
@@ -102,30 +100,8 @@ before(async () => {
   writeFileSync(join(site, 'huge/manifest.json'), JSON.stringify(m));
   mkdirSync(ARTIFACTS, { recursive: true });
 
-  server = spawn('python3', [join(ROOT, 'scripts/serve.py'), '0', site], { stdio: ['ignore', 'pipe', 'inherit'] });
-  base = await new Promise((resolve, reject) => {
-    let out = '';
-    server.stdout.on('data', (d) => {
-      out += d;
-      const m2 = out.match(/serving (http:\/\/127\.0\.0\.1:\d+\/)/);
-      if (m2) resolve(m2[1]);
-    });
-    server.on('exit', (code) => reject(new Error(`serve.py exited with ${code}`)));
-  });
-  context = await chromium.launchPersistentContext(join(dir, 'profile'), {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    viewport: { width: 1280, height: 900 },
-    args: [
-      '--no-sandbox',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--disable-dev-shm-usage',
-    ],
-  });
+  ({ server, base } = await startServePy(site));
+  context = await launchChromium(join(dir, 'profile'), { viewport: { width: 1280, height: 900 } });
   context.on('request', (r) => requests.push(r.url()));
   page = context.pages()[0] || (await context.newPage());
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));

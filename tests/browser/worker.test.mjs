@@ -5,15 +5,12 @@
 // The package served is BLOCKFFN_PKG_DIR (an installed tarball) or this working tree.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
-
-import { FIXTURE, ROOT, cliGenerate } from '../js/helpers.mjs';
+import { FIXTURE, ROOT, cliGenerate, launchChromium, startServePy } from '../js/helpers.mjs';
 
 const PROMPT = [1, 5, 9, 200, 17];
 let dir;
@@ -39,29 +36,8 @@ before(async () => {
   symlinkSync(process.env.BLOCKFFN_PKG_DIR || ROOT, join(site, 'blockffn'));
   symlinkSync(FIXTURE, join(site, 'model'));
   writeFileSync(join(site, 'index.html'), '<!doctype html><meta charset="utf-8"><title>blockffn test</title><p>test page</p>');
-  server = spawn('python3', [join(ROOT, 'scripts/serve.py'), '0', site, '--log', logFile], { stdio: ['ignore', 'pipe', 'inherit'] });
-  base = await new Promise((resolve, reject) => {
-    let out = '';
-    server.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/serving (http:\/\/127\.0\.0\.1:\d+\/)/);
-      if (m) resolve(m[1]);
-    });
-    server.on('exit', (code) => reject(new Error(`serve.py exited with ${code}`)));
-  });
-  context = await chromium.launchPersistentContext(join(dir, 'profile'), {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--disable-dev-shm-usage',
-    ],
-  });
+  ({ server, base } = await startServePy(site, ['--log', logFile]));
+  context = await launchChromium(join(dir, 'profile'));
   page = context.pages()[0] || (await context.newPage());
   page.on('pageerror', (e) => console.error('page error:', e));
   await page.goto(base);

@@ -105,3 +105,24 @@ pub fn max_abs_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Asserts a `blockffn eval --json` result against a reference `eval` object: same token count,
+/// perplexity within 1e-4 relative, TLS / reuse / every CLS_L within 1e-9 (dense models: no TLS).
+pub fn assert_eval_matches(got: &Value, exp: &Value, name: &str) {
+    assert_eq!(got["tokens"], exp["tokens"], "{name}: token count");
+    let (p, q) = (got["ppl"].as_f64().unwrap(), exp["ppl"].as_f64().unwrap());
+    assert!((p - q).abs() / q < 1e-4, "{name}: ppl {p} vs reference {q}");
+    if exp["tls"].is_null() {
+        assert!(got["tls"].is_null(), "{name}: dense model reports no TLS");
+        return;
+    }
+    let close = |a: &Value, b: &Value, what: &str| {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "{name}: {what} {a} vs reference {b}");
+    };
+    close(&got["tls"], &exp["tls"], "TLS");
+    close(&got["reuse"], &exp["reuse"], "reuse");
+    for l in ["1", "2", "4", "8", "16", "32", "64"] {
+        close(&got["cls"][l], &exp["cls"][l], &format!("CLS_{l}"));
+    }
+}

@@ -28,6 +28,7 @@ test('chatStops names the turn ends of each template, and generate with them end
       stop: pkg.chatStops(info.chatTemplate),
     }),
   );
+  assert.ok(ids.length > 0 && content.length > 0, 'the chat turn produced tokens');
   assert.equal(direct.chunks.map((c) => c.text).join(''), content);
   assert.deepEqual(direct.ids.slice(0, ids.length), ids);
 });

@@ -1,7 +1,7 @@
 // Shared helpers of the Node tests. The package under test is BLOCKFFN_PKG (the entry file of an
 // installed `npm pack` tarball, as scripts/test.sh sets it) or else this working tree's js/index.js.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
@@ -69,6 +69,48 @@ export async function serveDir(dir, override = () => undefined) {
     requests,
     close: () => new Promise((r) => server.close(r)),
   };
+}
+
+/**
+ * Serves `site` with scripts/serve.py (COOP/COEP headers) on a free port, as the browser pages are
+ * served; `extraArgs` go to serve.py (e.g. `--log FILE`). Returns { server, base }.
+ */
+export async function startServePy(site, extraArgs = []) {
+  const server = spawn('python3', [join(ROOT, 'scripts/serve.py'), '0', site, ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const base = await new Promise((resolve, reject) => {
+    let out = '';
+    server.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/serving (http:\/\/127\.0\.0\.1:\d+\/)/);
+      if (m) resolve(m[1]);
+    });
+    server.on('exit', (code) => reject(new Error(`serve.py exited with ${code}`)));
+  });
+  return { server, base };
+}
+
+/**
+ * Headless system Chromium (CHROMIUM or /usr/bin/chromium, through playwright-core) with a fresh
+ * profile in `profileDir`; `options` are passed to launchPersistentContext (e.g. a viewport).
+ */
+export async function launchChromium(profileDir, options = {}) {
+  const { chromium } = await import('playwright-core');
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-dev-shm-usage',
+    ],
+    ...options,
+  });
 }
 
 /** Every generated id of an engine.generate() run, and its chunks. */
