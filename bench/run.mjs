@@ -1,7 +1,7 @@
 // The benchmark harness: one Node process, one thread, the built wasm package (pkg/, made by
 // scripts/build-wasm.sh). Writes bench/results.json and prints Markdown tables.
 //
-//   node bench/run.mjs [--quick] [--no-scalar]
+//   node bench/run.mjs [--quick] [--no-scalar] [--only small]
 //
 // 1. kernels (src/bench.rs inside the wasm): scalar vs SIMD128 at BlockFFN-Small shapes for f32,
 //    f16 and q8 — GEMVs, the dense / sparse (20%, 10%) FFN layer, chunk verification of 8 tokens,
@@ -10,28 +10,52 @@
 // 2. a peer in the same run: the same dense f32 products through onnxruntime-web's wasm backend
 //    (what transformers.js runs on), one thread, alternating with ours;
 // 3. end to end through the npm API: the embedded demo model, prefill and decode tokens/s,
-//    sparse vs dense.
+//    sparse vs dense;
+// 4. the PyTorch reference decoding at Small shapes;
+// 5. end to end: a random model with BlockFFN-Small's exact shapes with its routers calibrated to
+//    20% and 10% active experts, as f32 / f16 / q8: prefill, decode (sparse vs dense) and chunk mode
+//    (bench/e2e_small.mjs). Not with --quick; `--only small` runs this section alone and updates
+//    `e2eSmall` in bench/results.json.
 
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import * as ort from 'onnxruntime-web';
 
+import { benchSmall, printSmall } from './e2e_small.mjs';
 import { matmulModel } from './onnx.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const args = new Set(process.argv.slice(2));
+const argv = process.argv.slice(2);
+const args = new Set(argv);
 const quick = args.has('--quick');
 const scalar = !args.has('--no-scalar');
+const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : null;
+if (only !== null && only !== 'small') throw new Error(`--only takes "small", got ${only}`);
 
 const wasmMod = await import(join(ROOT, 'pkg/blockffn.js'));
 await wasmMod.default({ module_or_path: readFileSync(join(ROOT, 'pkg/blockffn_bg.wasm')) });
 
 const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 const log = (...a) => console.error(...a);
+const { createEngine } = await import(join(ROOT, 'js/index.js'));
+
+if (only === 'small') {
+  log('end to end: random Small-shaped model (only)...');
+  const e2eSmall = await benchSmall({ root: ROOT, wasm: wasmMod, engine: await createEngine({ worker: false }), quick, log });
+  if (e2eSmall) {
+    const path = join(ROOT, 'bench/results.json');
+    const prev = existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : {};
+    prev.e2eSmall = e2eSmall;
+    prev.e2eSmallCommand = `node bench/run.mjs --only small${quick ? ' --quick' : ''}`;
+    writeFileSync(path, JSON.stringify(prev, null, 1) + '\n');
+    printSmall(e2eSmall);
+  }
+  process.exit(0);
+}
 
 // ---- 1. kernels -------------------------------------------------------------------------------
 log('kernels (scalar vs SIMD128, f32/f16/q8, Small shapes)...');
@@ -84,7 +108,6 @@ for (const [name, rows, cols] of peerShapes) {
 }
 
 // ---- 3. end to end: the demo model through the npm API ---------------------------------------
-const { createEngine } = await import(join(ROOT, 'js/index.js'));
 const engine = await createEngine({ worker: false });
 const e2e = [];
 const modelDir = join(ROOT, 'models/demo');
@@ -137,6 +160,13 @@ if (!quick) {
   else log(`  skipped: ${(r.stderr || '').trim().split('\n').pop()}`);
 }
 
+// ---- 5. end to end: a random model with BlockFFN-Small's shapes at controlled activation --------
+let e2eSmall = null;
+if (!quick) {
+  log('end to end: random Small-shaped model...');
+  e2eSmall = await benchSmall({ root: ROOT, wasm: wasmMod, engine, quick, log });
+}
+
 // ---- results -----------------------------------------------------------------------------------
 const results = {
   command: `node bench/run.mjs${quick ? ' --quick' : ''}${scalar ? '' : ' --no-scalar'}`,
@@ -152,6 +182,7 @@ const results = {
   peer,
   torchReference: torchRef,
   e2e,
+  e2eSmall,
 };
 writeFileSync(join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 1) + '\n');
 
@@ -188,3 +219,4 @@ for (const [dtype] of variants) {
   const de = e2e.find((e) => e.mode === 'dense' && e.dtype === dtype);
   console.log(`${dtype}: sparse ÷ dense decode ${f(sp.decodeTokensPerSecond / de.decodeTokensPerSecond)}×, prefill ${f(sp.prefillTokensPerSecond / de.prefillTokensPerSecond)}×`);
 }
+if (e2eSmall) printSmall(e2eSmall);

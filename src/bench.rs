@@ -12,6 +12,8 @@
 //! registers), and a decode step at Small shapes composed of the engine's kernels (attention
 //! projections as one GEMV of the same size, router, FFN dense / sparse at 20% and 10%, LM head),
 //! with all weights cold in memory.
+//!
+//! `benchSpans` times a loaded model end to end in "chunk mode" (spans of k tokens with the KV cache).
 
 use half::f16;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::kernels::{chunk, scalar, simd128};
+use crate::model::{FfnMode, Logits};
 use crate::weights::{quantize_q8, Mat, Q8_BLOCK};
 
 pub const HIDDEN: usize = 768;
@@ -317,8 +320,9 @@ fn stream_once(buf: &[f32]) {
     sum()
 }
 
-/// SIMD f32 peak in GFLOP/s: 8 independent multiply-add chains in registers (SIMD128 has no
-/// fused multiply-add, so a multiply and an add are 8 flops per 4 lanes).
+/// SIMD f32 peak in GFLOP/s: 8 independent multiply-add chains in registers, with the kernels'
+/// multiply-add (`simd128::madd`: a multiply and an add in baseline SIMD128, fused in the
+/// relaxed-SIMD build), 8 flops per 4 lanes either way.
 fn peak_gflops(o: &Options) -> f64 {
     use core::arch::wasm32::*;
     const ITERS: usize = 4_000_000;
@@ -328,7 +332,7 @@ fn peak_gflops(o: &Options) -> f64 {
         let mut acc = [f32x4_splat(1.0); 8];
         for _ in 0..ITERS {
             for a in acc.iter_mut() {
-                *a = f32x4_add(f32x4_mul(*a, m), c);
+                *a = simd128::madd(c, *a, m);
             }
         }
         core::hint::black_box(acc);
@@ -488,6 +492,24 @@ pub fn bench_kernels(options: JsValue) -> Result<JsValue, JsValue> {
                 o.rounds,
             );
             let (chunk_ms, one_ms, seq_ms) = (ts[0], ts[1], ts[2]);
+            // The two halves apart: up (dot products + SiLU) and down (row accumulation).
+            let mut u = vec![0.0f32; kt * union.len() * EXPERT_SIZE];
+            (SIMD.chunk_up)(upm, EXPERT_SIZE, &union, &xs, &scores, EXPERTS, &mut u);
+            let halves = time_alternating(
+                &mut [
+                    &mut || {
+                        let mut u = vec![0.0f32; kt * union.len() * EXPERT_SIZE];
+                        (SIMD.chunk_up)(upm, EXPERT_SIZE, &union, &xs, &scores, EXPERTS, &mut u);
+                        core::hint::black_box(&u);
+                    },
+                    &mut || {
+                        let mut ys = vec![0.0f32; kt * HIDDEN];
+                        (SIMD.chunk_down)(downm, EXPERT_SIZE, &union, &u, &mut ys);
+                        core::hint::black_box(&ys);
+                    },
+                ],
+                o.rounds,
+            );
             let cls8 = 1.0 - union.len() as f64 / EXPERTS as f64;
             let label = format!("chunk of 8 tokens × 10 experts, union {} of 48 (CLS_8 {cls8:.2})", union.len());
             let mut r = row("chunk", &label, dt, w_ffn * union.len() as f64 / EXPERTS as f64, 1.0, chunk_ms, None);
@@ -496,6 +518,8 @@ pub fn bench_kernels(options: JsValue) -> Result<JsValue, JsValue> {
             r.extra.insert("oneTokenMs".into(), one_ms.into());
             r.extra.insert("eightTokensOneByOneMs".into(), seq_ms.into());
             r.extra.insert("chunkOverOneToken".into(), (chunk_ms / one_ms).into());
+            r.extra.insert("upMs".into(), halves[0].into());
+            r.extra.insert("downMs".into(), halves[1].into());
             rows.push(r);
         }
         drop((wq, up, down));
@@ -583,6 +607,55 @@ pub fn bench_kernels(options: JsValue) -> Result<JsValue, JsValue> {
         "simdPeakGflops": peak, "simdPeakGflopsRuns": [peak0, peak1],
     });
     let out = serde_json::json!({ "machine": machine, "rows": rows });
+    out.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsValue::from_str(&e.to_string()))
+}
+
+/// "Chunk mode" end to end through a loaded model (exported as `benchSpans`, driven by
+/// `bench/run.mjs`): `ids[..prompt]` fill the KV cache (untimed), then the rest runs in spans of `k`
+/// tokens, timed, with the logits of every position. Sparse k = 1 is decoding one token at a time;
+/// sparse k = 8 is `forward_chunk`, verifying 8-token drafts that are all accepted (each expert of
+/// a span's union read once): the upper bound of speculative decoding with a perfect draft; `dense`
+/// computes every expert. Returns `{ tokens, ms, msPerToken, tokensPerSecond, tls, cls8 }` with the
+/// timed tokens' TLS and CLS_8 (`metrics::sparsity`).
+#[wasm_bindgen(js_name = benchSpans)]
+pub fn bench_spans(
+    engine: &crate::wasm::Engine,
+    ids: &[u32],
+    prompt: usize,
+    k: usize,
+    dense: bool,
+) -> Result<JsValue, JsValue> {
+    let model = engine.model();
+    let err = |e: crate::Error| JsValue::from_str(&e.to_string());
+    if prompt == 0 || prompt >= ids.len() || k == 0 {
+        return Err(JsValue::from_str("benchSpans: needs 0 < prompt < ids.length and k > 0"));
+    }
+    let mode = if dense { FfnMode::Dense } else { FfnMode::Sparse };
+    let mut cache = model.new_cache();
+    model.forward(&mut cache, &ids[..prompt], mode, Logits::Last).map_err(err)?;
+    let mut active: Vec<Vec<Vec<u16>>> = Vec::new();
+    let t0 = now_ms();
+    for span in ids[prompt..].chunks(k) {
+        let out = if dense {
+            model.forward(&mut cache, span, FfnMode::Dense, Logits::All)
+        } else {
+            model.forward_chunk(&mut cache, span, Logits::All)
+        }
+        .map_err(err)?;
+        core::hint::black_box(&out.logits);
+        active.extend(out.active);
+    }
+    let ms = now_ms() - t0;
+    let tokens = active.len();
+    let sp = crate::metrics::sparsity(&[active], model.config().num_experts(), &[8]);
+    let out = serde_json::json!({
+        "tokens": tokens,
+        "ms": ms,
+        "msPerToken": ms / tokens as f64,
+        "tokensPerSecond": tokens as f64 * 1000.0 / ms,
+        "tls": sp.tls,
+        "cls8": sp.cls.get(&8).copied().flatten(),
+    });
     out.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsValue::from_str(&e.to_string()))
 }
 

@@ -204,6 +204,14 @@ struct GenOptions {
     stop_token_ids: Vec<u32>,
 }
 
+impl Engine {
+    /// The model, for the end-to-end benchmark (`bench::bench_spans`).
+    #[cfg(target_feature = "simd128")]
+    pub(crate) fn model(&self) -> &Model {
+        &self.model
+    }
+}
+
 #[wasm_bindgen]
 impl Engine {
     /// Takes ownership of the weights in `weights` (the buffer is empty afterwards).

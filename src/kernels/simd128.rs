@@ -135,6 +135,21 @@ impl Wide for bf16 {
     }
 }
 
+/// `acc + a·b`. Baseline SIMD128 has no fused multiply-add: a multiply, then an add. The
+/// relaxed-SIMD build (`+relaxed-simd`, chosen at load time where the browser has it) uses
+/// `f32x4.relaxed_madd`, fused where the CPU can (one rounding instead of two).
+#[inline(always)]
+pub(crate) fn madd(acc: v128, a: v128, b: v128) -> v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    {
+        f32x4_relaxed_madd(a, b, acc)
+    }
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    {
+        f32x4_add(acc, f32x4_mul(a, b))
+    }
+}
+
 #[inline(always)]
 unsafe fn ld(p: *const f32) -> v128 {
     v128_load(p as *const v128)
@@ -173,20 +188,20 @@ fn dot_t<T: Wide>(w: &[T], x: &[f32]) -> f32 {
         while i + 16 <= n {
             let (w0, w1) = T::load8(wp.add(i));
             let (w2, w3) = T::load8(wp.add(i + 8));
-            a0 = f32x4_add(a0, f32x4_mul(w0, ld(xp.add(i))));
-            a1 = f32x4_add(a1, f32x4_mul(w1, ld(xp.add(i + 4))));
-            a2 = f32x4_add(a2, f32x4_mul(w2, ld(xp.add(i + 8))));
-            a3 = f32x4_add(a3, f32x4_mul(w3, ld(xp.add(i + 12))));
+            a0 = madd(a0, w0, ld(xp.add(i)));
+            a1 = madd(a1, w1, ld(xp.add(i + 4)));
+            a2 = madd(a2, w2, ld(xp.add(i + 8)));
+            a3 = madd(a3, w3, ld(xp.add(i + 12)));
             i += 16;
         }
         if i + 8 <= n {
             let (w0, w1) = T::load8(wp.add(i));
-            a0 = f32x4_add(a0, f32x4_mul(w0, ld(xp.add(i))));
-            a1 = f32x4_add(a1, f32x4_mul(w1, ld(xp.add(i + 4))));
+            a0 = madd(a0, w0, ld(xp.add(i)));
+            a1 = madd(a1, w1, ld(xp.add(i + 4)));
             i += 8;
         }
         if i + 4 <= n {
-            a2 = f32x4_add(a2, f32x4_mul(T::load4(wp.add(i)), ld(xp.add(i))));
+            a2 = madd(a2, T::load4(wp.add(i)), ld(xp.add(i)));
             i += 4;
         }
     }
@@ -225,15 +240,15 @@ unsafe fn rows_dot<T: Wide, const N: usize>(w: &[T], cols: usize, r0: usize, x: 
         let (x0, x1) = (ld(xp.add(j)), ld(xp.add(j + 4)));
         for k in 0..N {
             let (w0, w1) = T::load8(rp[k].add(j));
-            lo[k] = f32x4_add(lo[k], f32x4_mul(w0, x0));
-            hi[k] = f32x4_add(hi[k], f32x4_mul(w1, x1));
+            lo[k] = madd(lo[k], w0, x0);
+            hi[k] = madd(hi[k], w1, x1);
         }
         j += 8;
     }
     if j + 4 <= cols {
         let x0 = ld(xp.add(j));
         for k in 0..N {
-            lo[k] = f32x4_add(lo[k], f32x4_mul(T::load4(rp[k].add(j)), x0));
+            lo[k] = madd(lo[k], T::load4(rp[k].add(j)), x0);
         }
         j += 4;
     }
@@ -306,7 +321,7 @@ unsafe fn rows_dot_q8<const N: usize>(q: &[i8], scales: &[f32], cols: usize, r0:
             }
         }
         for k in 0..N {
-            acc[k] = f32x4_add(acc[k], f32x4_mul(f32x4_splat(*sp[k].add(b)), bacc[k]));
+            acc[k] = madd(acc[k], f32x4_splat(*sp[k].add(b)), bacc[k]);
         }
     }
     for k in 0..N {
@@ -365,7 +380,7 @@ unsafe fn rows_dot_q8q8<const N: usize>(
                 i32x4_dot_i16x8(i16x8_extend_high_i8x16(hi), xs[3]),
             );
             let st = f32x4_splat(*sp[k].add(b) * t);
-            acc[k] = f32x4_add(acc[k], f32x4_mul(st, f32x4_convert_i32x4(i32x4_add(d01, d23))));
+            acc[k] = madd(acc[k], st, f32x4_convert_i32x4(i32x4_add(d01, d23)));
         }
     }
     for k in 0..N {
@@ -443,8 +458,8 @@ unsafe fn axpy_group<T: Wide, const N: usize>(w: &[T], cols: usize, rows: [usize
         let (mut y0, mut y1) = (ld(yp.add(j)), ld(yp.add(j + 4)));
         for k in 0..N {
             let (w0, w1) = T::load8(rp[k].add(j));
-            y0 = f32x4_add(y0, f32x4_mul(cv[k], w0));
-            y1 = f32x4_add(y1, f32x4_mul(cv[k], w1));
+            y0 = madd(y0, cv[k], w0);
+            y1 = madd(y1, cv[k], w1);
         }
         st(yp.add(j), y0);
         st(yp.add(j + 4), y1);
@@ -453,7 +468,7 @@ unsafe fn axpy_group<T: Wide, const N: usize>(w: &[T], cols: usize, rows: [usize
     if j + 4 <= cols {
         let mut y0 = ld(yp.add(j));
         for k in 0..N {
-            y0 = f32x4_add(y0, f32x4_mul(cv[k], T::load4(rp[k].add(j))));
+            y0 = madd(y0, cv[k], T::load4(rp[k].add(j)));
         }
         st(yp.add(j), y0);
         j += 4;
@@ -529,7 +544,7 @@ unsafe fn axpy_group_q8<const N: usize>(
             for k in 0..N {
                 let w = load_q16(rp[k].add(j));
                 for i in 0..4 {
-                    ys[i] = f32x4_add(ys[i], f32x4_mul(cs[k], w[i]));
+                    ys[i] = madd(ys[i], cs[k], w[i]);
                 }
             }
             for (i, v) in ys.into_iter().enumerate() {
@@ -677,10 +692,12 @@ pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 /// e^x on four lanes: x = n·ln2 + r with |r| ≤ ln2/2 (Cody–Waite, two-part ln2), e^r by its
 /// degree-7 Taylor polynomial (truncation < 6e-9 relative), times 2^n applied as two factors so
 /// results down to the subnormal range are right. x is clamped to [-104, 88.8] first: below,
-/// e^x rounds to 0; above, it overflows to +inf. NaN stays NaN (pmin/pmax keep their first operand).
+/// e^x rounds to 0; above, it overflows to +inf. NaN stays NaN: the clamp uses the
+/// NaN-propagating `min`/`max` (with `+relaxed-simd`, LLVM may turn `pmin`/`pmax` into the relaxed
+/// forms, whose NaN result is implementation-defined).
 #[inline(always)]
 fn exp4(x: v128) -> v128 {
-    let x = f32x4_pmax(f32x4_pmin(x, f32x4_splat(88.8)), f32x4_splat(-104.0));
+    let x = f32x4_max(f32x4_min(x, f32x4_splat(88.8)), f32x4_splat(-104.0));
     let n = f32x4_nearest(f32x4_mul(x, f32x4_splat(core::f32::consts::LOG2_E)));
     let r = f32x4_sub(x, f32x4_mul(n, f32x4_splat(355.0 / 512.0))); // ln2_hi: n·ln2_hi is exact
     let r = f32x4_sub(r, f32x4_mul(n, f32x4_splat(-2.121_944_4e-4))); // ln2 − ln2_hi
@@ -795,51 +812,11 @@ pub fn silu_scaled(x: &mut [f32], scale: f32) {
 // ---------------------------------------------------------------------------------------------
 // Chunk kernels (several tokens through the same row blocks; see `super::chunk` for layouts).
 
-/// `out = W[r0..r0+N, :] · x` with this module's `matvec` numerics for any stored type.
-///
-/// # Safety
-/// Rows `r0..r0+N` exist in `w` (`[_, cols]`, bounds checked by the caller); `x.len() == cols`.
-#[inline(always)]
-unsafe fn rows_dot_any<const N: usize>(
-    w: Mat,
-    r0: usize,
-    x: &[f32],
-    qx: Option<&QuantX>,
-    cols: usize,
-    out: &mut [f32],
-) {
-    match w {
-        Mat::F32 { data, .. } => rows_dot::<f32, N>(data, cols, r0, x, out),
-        Mat::F16 { data, .. } => rows_dot::<f16, N>(data, cols, r0, x, out),
-        Mat::BF16 { data, .. } => rows_dot::<bf16, N>(data, cols, r0, x, out),
-        Mat::Q8 { data, scales, .. } => rows_dot_q8x::<N>(data, scales, cols, r0, x, qx, out),
-    }
-}
-
 /// Each token's input quantized for the q8 kernels (empty for other types).
 fn quantize_tokens(w: Mat, xs: &[f32], cols: usize) -> Vec<Option<QuantX>> {
     match w {
         Mat::Q8 { .. } => xs.chunks_exact(cols).map(quantize_x).collect(),
         _ => Vec::new(),
-    }
-}
-
-/// `out[t_i, r0..r0+N]` for every used token: N rows read for all tokens while they are in cache.
-///
-/// # Safety
-/// Rows `r0..r0+N` exist in `w` (`[_, cols]`); every `xs` slice has `cols` elements.
-#[inline(always)]
-unsafe fn chunk_rows_up<const N: usize>(
-    w: Mat,
-    r0: usize,
-    xs: &[f32],
-    qxs: &[Option<QuantX>],
-    cols: usize,
-    outs: &mut [(usize, &mut [f32])],
-) {
-    for (t, out) in outs.iter_mut() {
-        let qx = qxs.get(*t).and_then(Option::as_ref);
-        rows_dot_any::<N>(w, r0, &xs[*t * cols..(*t + 1) * cols], qx, cols, out);
     }
 }
 
@@ -854,48 +831,175 @@ fn check_mat(w: Mat) {
     }
 }
 
-/// SIMD twin of [`super::scalar::matmul`] (k tokens through one matrix, the prefill GEMM): rows
-/// four at a time, f16/bf16 groups widened once for all tokens, each group dotted with every token
-/// while it is in L1. Per token the numerics are exactly this module's `matvec`.
-pub fn matmul(w: Mat, xs: &[f32], ys: &mut [f32]) {
-    let k = super::scalar::check_matmul(w, xs, ys);
-    if k <= 1 {
-        if k == 1 {
-            matvec(w, xs, ys);
-        }
-        return;
-    }
-    check_mat(w);
-    let (rows, cols) = (w.rows(), w.cols());
-    let mut scratch = vec![0.0f32; 4 * cols];
-    let qxs = quantize_tokens(w, xs, cols);
-    let mut r = 0;
-    while r < rows {
-        let n = (rows - r).min(4);
-        let (src, r0) = widened_group(w, r, n, k, &mut scratch);
-        for t in 0..k {
-            let x = &xs[t * cols..(t + 1) * cols];
-            let qx = qxs.get(t).and_then(Option::as_ref);
-            let out = &mut ys[t * rows + r..t * rows + r + n];
-            // SAFETY: rows r0..r0+n exist in `src` (the checked matrix, or the n widened rows);
-            // x is cols long.
-            unsafe {
-                match n {
-                    4 => rows_dot_any::<4>(src, r0, x, qx, cols, out),
-                    3 => rows_dot_any::<3>(src, r0, x, qx, cols, out),
-                    2 => rows_dot_any::<2>(src, r0, x, qx, cols, out),
-                    _ => rows_dot_any::<1>(src, r0, x, qx, cols, out),
-                }
+// Several tokens per weight load. Per (row, token) these do exactly what `rows_dot` /
+// `rows_dot_q8q8` / `axpy_group` / `axpy_group_q8` do for one token (same accumulators, same
+// order), so they are bit-identical to the per-token kernels; what changes is that each weight
+// vector is loaded, and f16/bf16/int8 widened, once for M tokens instead of once per token.
+
+/// Rows per weight load in the multi-token dot kernels, and tokens per pass (2 accumulators per
+/// row and token must stay in registers: x86-64 has 16).
+const DOT_ROWS: usize = 1;
+const DOT_TOKENS: usize = 4;
+
+/// `*outs[m].add(k) = W[r0 + k, :] · x_m` for N rows and M tokens (x_m at `xs[m]`, `cols` long).
+///
+/// # Safety
+/// Rows `r0..r0+N` exist in the `[_, cols]` matrix `w`; every `xs[m]` points to `cols` readable
+/// f32 and every `outs[m]` to N writable ones.
+#[inline(always)]
+unsafe fn rows_dot_tokens<T: Wide, const N: usize, const M: usize>(
+    w: &[T],
+    cols: usize,
+    r0: usize,
+    xs: [*const f32; M],
+    outs: [*mut f32; M],
+) {
+    let rp: [*const T; N] = core::array::from_fn(|k| w.as_ptr().add((r0 + k) * cols));
+    let z = f32x4_splat(0.0);
+    let mut lo = [[z; M]; N];
+    let mut hi = [[z; M]; N];
+    let mut j = 0;
+    while j + 8 <= cols {
+        for k in 0..N {
+            let (w0, w1) = T::load8(rp[k].add(j));
+            for m in 0..M {
+                lo[k][m] = madd(lo[k][m], w0, ld(xs[m].add(j)));
+                hi[k][m] = madd(hi[k][m], w1, ld(xs[m].add(j + 4)));
             }
         }
-        r += n;
+        j += 8;
+    }
+    if j + 4 <= cols {
+        for k in 0..N {
+            let w0 = T::load4(rp[k].add(j));
+            for m in 0..M {
+                lo[k][m] = madd(lo[k][m], w0, ld(xs[m].add(j)));
+            }
+        }
+        j += 4;
+    }
+    for k in 0..N {
+        for m in 0..M {
+            let mut s = hsum(f32x4_add(lo[k][m], hi[k][m]));
+            for c in j..cols {
+                s += (*rp[k].add(c)).f32() * *xs[m].add(c);
+            }
+            *outs[m].add(k) = s;
+        }
     }
 }
 
-/// f16/bf16 rows `r0..r0+n` used by `users ≥ 2` tokens: widened once into `scratch` (exactly, so
-/// the f32 kernels on it give the same bits as the f16/bf16 ones) and returned as an f32 matrix
-/// with first row 0. Otherwise the matrix itself and `r0`.
-fn widened_group<'a>(w: Mat<'a>, r0: usize, n: usize, users: usize, scratch: &'a mut [f32]) -> (Mat<'a>, usize) {
+/// int8 × int8 twin of [`rows_dot_tokens`] (the operations of [`rows_dot_q8q8`]); `qx[m]` and
+/// `sx[m]` are token m's quantized input and block scales.
+///
+/// # Safety
+/// `check_q8(q, scales, r0 + N, cols)` holds; every `qx[m]` points to `cols` i16, every `sx[m]`
+/// to `cols / 32` f32 and every `outs[m]` to N writable f32.
+#[inline(always)]
+unsafe fn rows_dot_q8_tokens<const N: usize, const M: usize>(
+    q: &[i8],
+    scales: &[f32],
+    cols: usize,
+    r0: usize,
+    qx: [*const i16; M],
+    sx: [*const f32; M],
+    outs: [*mut f32; M],
+) {
+    let nb = cols / Q8_BLOCK;
+    let rp: [*const i8; N] = core::array::from_fn(|k| q.as_ptr().add((r0 + k) * cols));
+    let sp: [*const f32; N] = core::array::from_fn(|k| scales.as_ptr().add((r0 + k) * nb));
+    let mut acc = [[f32x4_splat(0.0); M]; N];
+    for b in 0..nb {
+        let j = b * Q8_BLOCK;
+        for k in 0..N {
+            let (lo, hi) = (v128_load(rp[k].add(j) as *const v128), v128_load(rp[k].add(j + 16) as *const v128));
+            let w = [
+                i16x8_extend_low_i8x16(lo),
+                i16x8_extend_high_i8x16(lo),
+                i16x8_extend_low_i8x16(hi),
+                i16x8_extend_high_i8x16(hi),
+            ];
+            let s = *sp[k].add(b);
+            for m in 0..M {
+                let xp = qx[m].add(j) as *const v128;
+                let d01 = i32x4_add(i32x4_dot_i16x8(w[0], v128_load(xp)), i32x4_dot_i16x8(w[1], v128_load(xp.add(1))));
+                let d23 =
+                    i32x4_add(i32x4_dot_i16x8(w[2], v128_load(xp.add(2))), i32x4_dot_i16x8(w[3], v128_load(xp.add(3))));
+                let st = f32x4_splat(s * *sx[m].add(b));
+                acc[k][m] = madd(acc[k][m], st, f32x4_convert_i32x4(i32x4_add(d01, d23)));
+            }
+        }
+    }
+    for (k, row) in acc.iter().enumerate() {
+        for (m, a) in row.iter().enumerate() {
+            *outs[m].add(k) = hsum(*a);
+        }
+    }
+}
+
+/// N rows from `r0` against M tokens with any stored type (q8: every token quantized).
+///
+/// # Safety
+/// As [`rows_dot_tokens`] / [`rows_dot_q8_tokens`]; for q8, `qxs[t]` is `Some` for every token
+/// in `toks`. `toks[m]` indexes `xs` (token-major, `cols` each) and `outs[m]` is its output.
+#[inline(always)]
+unsafe fn rows_dot_tokens_any<const N: usize, const M: usize>(
+    w: Mat,
+    r0: usize,
+    xs: &[f32],
+    qxs: &[Option<QuantX>],
+    toks: &[usize],
+    outs: [*mut f32; M],
+) {
+    let cols = w.cols();
+    let x: [*const f32; M] = core::array::from_fn(|m| xs.as_ptr().add(toks[m] * cols));
+    match w {
+        Mat::F32 { data, .. } => rows_dot_tokens::<f32, N, M>(data, cols, r0, x, outs),
+        Mat::F16 { data, .. } => rows_dot_tokens::<f16, N, M>(data, cols, r0, x, outs),
+        Mat::BF16 { data, .. } => rows_dot_tokens::<bf16, N, M>(data, cols, r0, x, outs),
+        Mat::Q8 { data, scales, .. } => {
+            let quant = |m: usize| qxs[toks[m]].as_ref().expect("caller: q8 tokens are quantized");
+            let qx: [*const i16; M] = core::array::from_fn(|m| quant(m).0.as_ptr());
+            let sx: [*const f32; M] = core::array::from_fn(|m| quant(m).1.as_ptr());
+            rows_dot_q8_tokens::<N, M>(data, scales, cols, r0, qx, sx, outs)
+        }
+    }
+}
+
+/// `n ≤ DOT_ROWS` rows from `r0` against the tokens `toks` (at most [`DOT_TOKENS`]); token m's n
+/// results go to `out(toks[m])`.
+///
+/// # Safety
+/// As [`rows_dot_tokens_any`]; `out(t)` points to n writable f32 for each token.
+#[inline(always)]
+unsafe fn dot_rows_for_tokens(
+    w: Mat,
+    r0: usize,
+    n: usize,
+    xs: &[f32],
+    qxs: &[Option<QuantX>],
+    toks: &[usize],
+    out: impl Fn(usize) -> *mut f32,
+) {
+    macro_rules! go {
+        ($n:literal, $m:literal) => {
+            rows_dot_tokens_any::<$n, $m>(w, r0, xs, qxs, toks, core::array::from_fn(|m| out(toks[m])))
+        };
+    }
+    debug_assert_eq!(n, DOT_ROWS);
+    match toks.len() {
+        4 => go!(1, 4),
+        3 => go!(1, 3),
+        2 => go!(1, 2),
+        _ => go!(1, 1),
+    }
+}
+
+/// f16/bf16 rows `r0..r0+n` widened once into `scratch` (exactly, so the f32 kernels on them give
+/// the same bits as the f16/bf16 ones) when `users ≥ 2` tokens will read them: returned as an f32
+/// matrix whose row 0 is row r0. Otherwise the matrix itself and `r0`. Widening f16 costs more
+/// than a token's multiply-adds, so doing it once per group matters.
+fn widened_rows<'a>(w: Mat<'a>, r0: usize, n: usize, users: usize, scratch: &'a mut [f32]) -> (Mat<'a>, usize) {
     let cols = w.cols();
     if users < 2 {
         return (w, r0);
@@ -916,9 +1020,55 @@ fn widened_group<'a>(w: Mat<'a>, r0: usize, n: usize, users: usize, scratch: &'a
     (Mat::F32 { data: &scratch[..n * cols], rows: n, cols }, 0)
 }
 
-/// SIMD twin of [`super::chunk::chunk_up`]: per token and block the same operations as `matvec`
-/// (groups of four rows from the block's first row) and `silu_scaled`, so bit-identical to
-/// running this module's kernels token by token.
+/// Splits `toks` into those the multi-token kernels take and those that go one by one: q8 tokens
+/// with a non-finite input take `matvec`'s exact f32 path.
+fn split_quantized(toks: impl Iterator<Item = usize>, qxs: &[Option<QuantX>], is_q8: bool, fast: &mut Vec<usize>, slow: &mut Vec<usize>) {
+    fast.clear();
+    slow.clear();
+    for t in toks {
+        if is_q8 && qxs[t].is_none() {
+            slow.push(t);
+        } else {
+            fast.push(t);
+        }
+    }
+}
+
+/// SIMD twin of [`super::scalar::matmul`] (k tokens through one matrix, the prefill GEMM): rows
+/// [`DOT_ROWS`] at a time against [`DOT_TOKENS`] tokens per weight load, every token of the block
+/// while the rows are in L1. Per token the numerics are exactly this module's `matvec`.
+pub fn matmul(w: Mat, xs: &[f32], ys: &mut [f32]) {
+    let k = super::scalar::check_matmul(w, xs, ys);
+    check_mat(w);
+    let (rows, cols) = (w.rows(), w.cols());
+    let qxs = quantize_tokens(w, xs, cols);
+    let (mut fast, mut slow) = (Vec::with_capacity(k), Vec::new());
+    split_quantized(0..k, &qxs, matches!(w, Mat::Q8 { .. }), &mut fast, &mut slow);
+    let mut scratch = vec![0.0f32; DOT_ROWS * cols];
+    let mut r = 0;
+    while r < rows {
+        let n = (rows - r).min(DOT_ROWS);
+        let out = ys.as_mut_ptr();
+        let (src, r0) = widened_rows(w, r, n, fast.len(), &mut scratch);
+        // SAFETY: rows r0..r0+n exist in `src` (the checked matrix, or the n widened rows); x
+        // slices are cols long (check_matmul); token t's n outputs are ys[t·rows + r ..][..n],
+        // inside ys and disjoint per token.
+        unsafe {
+            for toks in fast.chunks(DOT_TOKENS) {
+                dot_rows_for_tokens(src, r0, n, xs, &qxs, toks, |t| out.add(t * rows + r));
+            }
+        }
+        for &t in &slow {
+            matvec(w.row_range(r, r + n), &xs[t * cols..(t + 1) * cols], &mut ys[t * rows + r..t * rows + r + n]);
+        }
+        r += n;
+    }
+}
+
+/// SIMD twin of [`super::chunk::chunk_up`]: for each block of the union, its rows are read
+/// [`DOT_ROWS`] at a time and applied to the tokens that use the block, [`DOT_TOKENS`] per pass.
+/// Per token and block: the operations of `matvec` and `silu_scaled`, so bit-identical to running
+/// this module's kernels token by token.
 pub fn chunk_up(up: Mat, block: usize, union: &[u16], xs: &[f32], scores: &[f32], ne: usize, u: &mut [f32]) {
     let (k, nu) = super::chunk::check_chunk(up, block, union, xs.len(), u.len(), "chunk_up");
     assert_eq!(scores.len(), k * ne, "chunk_up: scores length");
@@ -926,49 +1076,170 @@ pub fn chunk_up(up: Mat, block: usize, union: &[u16], xs: &[f32], scores: &[f32]
     check_mat(up);
     let cols = up.cols();
     u.iter_mut().for_each(|v| *v = 0.0);
-    let mut scratch = vec![0.0f32; 4 * cols];
     let qxs = quantize_tokens(up, xs, cols);
-    let mut used: Vec<usize> = Vec::with_capacity(k);
+    let is_q8 = matches!(up, Mat::Q8 { .. });
+    let (mut fast, mut slow) = (Vec::with_capacity(k), Vec::new());
+    let mut scratch = vec![0.0f32; DOT_ROWS * cols];
     for (j, &b) in union.iter().enumerate() {
         let b = b as usize;
-        used.clear();
-        used.extend((0..k).filter(|&t| scores[t * ne + b] != 0.0));
-        if used.is_empty() {
+        split_quantized((0..k).filter(|&t| scores[t * ne + b] != 0.0), &qxs, is_q8, &mut fast, &mut slow);
+        if fast.is_empty() && slow.is_empty() {
             continue;
         }
         let mut r = 0;
         while r < block {
-            let n = (block - r).min(4);
-            // Disjoint output slices, one per used token (token-major layout, so in increasing order).
-            let mut outs: Vec<(usize, &mut [f32])> = Vec::with_capacity(used.len());
-            let mut rest: &mut [f32] = &mut u[..];
-            let mut base = 0;
-            for &t in &used {
-                let i = (t * nu + j) * block + r;
-                let tail = core::mem::take(&mut rest);
-                let (_, s) = tail.split_at_mut(i - base);
-                let (o, after) = s.split_at_mut(n);
-                outs.push((t, o));
-                rest = after;
-                base = i + n;
-            }
-            let (src, r0) = widened_group(up, b * block + r, n, used.len(), &mut scratch);
-            // SAFETY: r0 + n ≤ (b + 1)·block ≤ rows (check_chunk), or n ≤ the scratch's rows;
-            // matrix bounds checked above; each x slice is cols long (xs.len() == k · cols).
+            let n = (block - r).min(DOT_ROWS);
+            let r0 = b * block + r;
+            let at = |t: usize| (t * nu + j) * block + r;
+            let out = u.as_mut_ptr();
+            let (src, s0) = widened_rows(up, r0, n, fast.len(), &mut scratch);
+            // SAFETY: rows r0..r0+n lie in block b, inside the matrix (check_chunk, check_mat),
+            // or are the n widened rows; every x slice is cols long; each output pointer
+            // addresses n elements of u at `at(t)` < k·nu·block = u.len(), disjoint per token;
+            // q8 fast tokens are quantized.
             unsafe {
-                match n {
-                    4 => chunk_rows_up::<4>(src, r0, xs, &qxs, cols, &mut outs),
-                    3 => chunk_rows_up::<3>(src, r0, xs, &qxs, cols, &mut outs),
-                    2 => chunk_rows_up::<2>(src, r0, xs, &qxs, cols, &mut outs),
-                    _ => chunk_rows_up::<1>(src, r0, xs, &qxs, cols, &mut outs),
+                for toks in fast.chunks(DOT_TOKENS) {
+                    dot_rows_for_tokens(src, s0, n, xs, &qxs, toks, |t| out.add(at(t)));
                 }
+            }
+            for &t in &slow {
+                let i = at(t);
+                matvec(up.row_range(r0, r0 + n), &xs[t * cols..(t + 1) * cols], &mut u[i..i + n]);
             }
             r += n;
         }
-        for &t in &used {
+        for &t in fast.iter().chain(&slow) {
             let i = (t * nu + j) * block;
             silu_scaled(&mut u[i..i + block], scores[t * ne + b]);
         }
+    }
+}
+
+/// `y_m += c[m][0]·W[r0, :] + … + c[m][N−1]·W[r0+N−1, :]` for M tokens, rows in order: each
+/// weight vector loaded (widened) once for all M tokens; per token and element the additions of
+/// [`axpy_group`], so bit-identical to it.
+///
+/// # Safety
+/// Rows `r0..r0+N` exist in the `[_, cols]` matrix `w`; every `ys[m]` points to `cols` writable
+/// f32, the M outputs disjoint.
+#[inline(always)]
+unsafe fn axpy_rows_tokens<T: Wide, const N: usize, const M: usize>(
+    w: &[T],
+    cols: usize,
+    r0: usize,
+    c: [[f32; N]; M],
+    ys: [*mut f32; M],
+) {
+    let rp: [*const T; N] = core::array::from_fn(|k| w.as_ptr().add((r0 + k) * cols));
+    let cv: [[v128; N]; M] = core::array::from_fn(|m| core::array::from_fn(|k| f32x4_splat(c[m][k])));
+    let mut j = 0;
+    while j + 8 <= cols {
+        let wv: [(v128, v128); N] = core::array::from_fn(|k| T::load8(rp[k].add(j)));
+        for m in 0..M {
+            let (mut y0, mut y1) = (ld(ys[m].add(j)), ld(ys[m].add(j + 4)));
+            for k in 0..N {
+                y0 = madd(y0, cv[m][k], wv[k].0);
+                y1 = madd(y1, cv[m][k], wv[k].1);
+            }
+            st(ys[m].add(j), y0);
+            st(ys[m].add(j + 4), y1);
+        }
+        j += 8;
+    }
+    if j + 4 <= cols {
+        let wv: [v128; N] = core::array::from_fn(|k| T::load4(rp[k].add(j)));
+        for m in 0..M {
+            let mut y0 = ld(ys[m].add(j));
+            for k in 0..N {
+                y0 = madd(y0, cv[m][k], wv[k]);
+            }
+            st(ys[m].add(j), y0);
+        }
+        j += 4;
+    }
+    for col in j..cols {
+        for m in 0..M {
+            let mut v = *ys[m].add(col);
+            for k in 0..N {
+                v += c[m][k] * (*rp[k].add(col)).f32();
+            }
+            *ys[m].add(col) = v;
+        }
+    }
+}
+
+/// q8 twin of [`axpy_rows_tokens`] (the operations of [`axpy_group_q8`]).
+///
+/// # Safety
+/// `check_q8` holds for rows `r0..r0+N`; every `ys[m]` points to `cols` writable f32, disjoint.
+#[inline(always)]
+unsafe fn axpy_rows_q8_tokens<const N: usize, const M: usize>(
+    q: &[i8],
+    scales: &[f32],
+    cols: usize,
+    r0: usize,
+    c: [[f32; N]; M],
+    ys: [*mut f32; M],
+) {
+    let nb = cols / Q8_BLOCK;
+    let rp: [*const i8; N] = core::array::from_fn(|k| q.as_ptr().add((r0 + k) * cols));
+    let sp: [*const f32; N] = core::array::from_fn(|k| scales.as_ptr().add((r0 + k) * nb));
+    for b in 0..nb {
+        let cs: [[v128; N]; M] = core::array::from_fn(|m| core::array::from_fn(|k| f32x4_splat(c[m][k] * *sp[k].add(b))));
+        for j in [b * Q8_BLOCK, b * Q8_BLOCK + 16] {
+            let wv: [[v128; 4]; N] = core::array::from_fn(|k| load_q16(rp[k].add(j)));
+            for m in 0..M {
+                let yp = ys[m];
+                let mut y = [ld(yp.add(j)), ld(yp.add(j + 4)), ld(yp.add(j + 8)), ld(yp.add(j + 12))];
+                for k in 0..N {
+                    for i in 0..4 {
+                        y[i] = madd(y[i], cs[m][k], wv[k][i]);
+                    }
+                }
+                for (i, v) in y.into_iter().enumerate() {
+                    st(yp.add(j + 4 * i), v);
+                }
+            }
+        }
+    }
+}
+
+/// Rows per weight load in the multi-token down kernel (a group of the per-token kernel's size),
+/// and tokens per pass.
+const AXPY_ROWS: usize = 4;
+const AXPY_TOKENS: usize = 4;
+
+/// `N = AXPY_ROWS` rows from `r0` into the tokens `toks` (at most [`AXPY_TOKENS`]), token m with
+/// coefficients `coeff(toks[m])` (all nonzero) into `y(toks[m])`.
+///
+/// # Safety
+/// As [`axpy_rows_tokens`] / [`axpy_rows_q8_tokens`].
+#[inline(always)]
+unsafe fn axpy_rows_for_tokens(
+    w: Mat,
+    r0: usize,
+    toks: &[usize],
+    coeff: impl Fn(usize) -> [f32; AXPY_ROWS],
+    y: impl Fn(usize) -> *mut f32,
+) {
+    let cols = w.cols();
+    macro_rules! go {
+        ($m:literal) => {{
+            let c: [[f32; AXPY_ROWS]; $m] = core::array::from_fn(|m| coeff(toks[m]));
+            let ys: [*mut f32; $m] = core::array::from_fn(|m| y(toks[m]));
+            match w {
+                Mat::F32 { data, .. } => axpy_rows_tokens::<f32, AXPY_ROWS, $m>(data, cols, r0, c, ys),
+                Mat::F16 { data, .. } => axpy_rows_tokens::<f16, AXPY_ROWS, $m>(data, cols, r0, c, ys),
+                Mat::BF16 { data, .. } => axpy_rows_tokens::<bf16, AXPY_ROWS, $m>(data, cols, r0, c, ys),
+                Mat::Q8 { data, scales, .. } => axpy_rows_q8_tokens::<AXPY_ROWS, $m>(data, scales, cols, r0, c, ys),
+            }
+        }};
+    }
+    match toks.len() {
+        4 => go!(4),
+        3 => go!(3),
+        2 => go!(2),
+        _ => go!(1),
     }
 }
 
@@ -999,36 +1270,58 @@ unsafe fn chunk_axpy(w: Mat, cols: usize, ids: &[usize; 4], cs: &[f32; 4], n: us
     }
 }
 
-/// SIMD twin of [`super::chunk::chunk_down`]: rows in groups of four, each group applied to every
-/// token (its nonzero coefficients only) while the rows are in cache. Per output element the
-/// additions are the scalar ones in the scalar order, so the result is bit-identical to it.
+/// SIMD twin of [`super::chunk::chunk_down`]: rows in groups of [`AXPY_ROWS`]; the tokens whose
+/// coefficients for a group are all nonzero (the usual case: a token that selected an expert)
+/// get it [`AXPY_TOKENS`] per weight load, the others one by one with their nonzero rows only. Per
+/// output element the additions are the scalar ones in the scalar order: bit-identical to it.
 pub fn chunk_down(down: Mat, block: usize, union: &[u16], u: &[f32], ys: &mut [f32]) {
     let (k, nu) = super::chunk::check_chunk(down, block, union, ys.len(), u.len(), "chunk_down");
     check_mat(down);
     let cols = down.cols();
-    let mut scratch = vec![0.0f32; 4 * cols];
+    let mut full: Vec<usize> = Vec::with_capacity(k);
+    let mut scratch = vec![0.0f32; AXPY_ROWS * cols];
     for (j, &b) in union.iter().enumerate() {
         let b = b as usize;
         let mut r = 0;
         while r < block {
-            let n = (block - r).min(4);
-            let users = (0..k).filter(|&t| u[(t * nu + j) * block + r..][..n].iter().any(|&c| c != 0.0)).count();
-            let (src, base) = widened_group(down, b * block + r, n, users, &mut scratch);
+            let n = (block - r).min(AXPY_ROWS);
+            let cu = |t: usize| &u[(t * nu + j) * block + r..][..n];
+            full.clear();
             for t in 0..k {
-                let cu = &u[(t * nu + j) * block + r..][..n];
+                let c = cu(t);
+                if n == AXPY_ROWS && c.iter().all(|&v| v != 0.0) {
+                    full.push(t);
+                    continue;
+                }
                 let mut ids = [0usize; 4];
                 let mut cs = [0.0f32; 4];
                 let mut m = 0;
-                for (i, &c) in cu.iter().enumerate() {
-                    if c != 0.0 {
-                        ids[m] = base + i;
-                        cs[m] = c;
+                for (i, &v) in c.iter().enumerate() {
+                    if v != 0.0 {
+                        ids[m] = b * block + r + i;
+                        cs[m] = v;
                         m += 1;
                     }
                 }
-                // SAFETY: rows < (b + 1)·block ≤ rows (check_chunk); bounds checked above;
-                // the y slice is cols long.
-                unsafe { chunk_axpy(src, cols, &ids, &cs, m, &mut ys[t * cols..(t + 1) * cols]) };
+                // SAFETY: rows < (b + 1)·block ≤ rows (check_chunk); bounds checked above; the
+                // y slice is cols long.
+                unsafe { chunk_axpy(down, cols, &ids, &cs, m, &mut ys[t * cols..(t + 1) * cols]) };
+            }
+            let y_ptr = ys.as_mut_ptr();
+            let (src, s0) = widened_rows(down, b * block + r, n, full.len(), &mut scratch);
+            // SAFETY: rows b·block + r .. + AXPY_ROWS lie in the matrix (check_chunk, check_mat),
+            // or are the widened rows; each token's output is its own cols-long slice of ys
+            // (k·cols = ys.len()).
+            unsafe {
+                for toks in full.chunks(AXPY_TOKENS) {
+                    axpy_rows_for_tokens(
+                        src,
+                        s0,
+                        toks,
+                        |t| core::array::from_fn(|i| cu(t)[i]),
+                        |t| y_ptr.add(t * cols),
+                    );
+                }
             }
             r += n;
         }
