@@ -4,7 +4,7 @@
 import { createChatCompletion, detectChatTemplate } from './chat.js';
 import { BlockffnError, abortError, throwIfAborted, toBlockffnError } from './errors.js';
 import { loadModel } from './loader.js';
-import { loadWasm, wasmMemoryBytes } from './wasm.js';
+import { loadWasm, wasmBackend, wasmMemoryBytes } from './wasm.js';
 
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 
@@ -117,9 +117,13 @@ function generationOptions(o) {
 }
 
 export class LocalEngine {
-  /** @param {{ wasm?: any }} [options] `wasm`: where to load the .wasm from (URL, bytes, Module). */
+  /**
+   * @param {{ wasm?: any, simd?: 'auto' | 'relaxed' | 'baseline' }} [options] `wasm`: where to load
+   * the .wasm from (URL, bytes, Module); `simd`: which packaged build to pick when `wasm` is not given.
+   */
   constructor(options = {}) {
     this._wasmInput = options.wasm;
+    this._simd = options.simd ?? 'auto';
     this._model = null;
     this._loading = null;
     this.chat = { completions: { create: (req) => createChatCompletion(this, req) } };
@@ -127,7 +131,7 @@ export class LocalEngine {
 
   /** Initialises the wasm module (also done lazily by every call). */
   async init() {
-    return loadWasm(this._wasmInput);
+    return loadWasm(this._wasmInput, this._simd);
   }
 
   async load(source, options = {}) {
@@ -145,7 +149,7 @@ export class LocalEngine {
         engine: r.engine,
         info: {
           id: r.id,
-          backend: 'wasm-simd128',
+          backend: wasmBackend(),
           dtype: r.manifest.dtype,
           params: summary.params,
           weightBytes: summary.weightBytes,
@@ -198,7 +202,7 @@ export class LocalEngine {
   async runtimeInfo() {
     await this.init().catch(() => {});
     return {
-      backend: 'wasm-simd128',
+      backend: wasmBackend() ?? 'wasm-simd128',
       wasmMemoryBytes: wasmMemoryBytes(),
       crossOriginIsolated: typeof crossOriginIsolated !== 'undefined' ? !!crossOriginIsolated : false,
       modelLoaded: !!this._model,

@@ -22,13 +22,25 @@ export declare class BlockffnError extends Error {
   readonly code: ErrorCode;
 }
 
-/** Where the wasm module comes from (default: `blockffn_bg.wasm` next to the package). */
+/** Where the wasm module comes from (default: the build next to the package that `simd` picks). */
 export type WasmSource = string | URL | BufferSource | WebAssembly.Module;
+
+/** The build that runs: SIMD128 (every browser with WebAssembly SIMD) or SIMD128 + relaxed SIMD (fused multiply-add). */
+export type Backend = 'wasm-simd128' | 'wasm-relaxed-simd';
+
+/** Whether this JavaScript engine runs WebAssembly relaxed SIMD (what `simd: 'auto'` checks). */
+export function relaxedSimdSupported(): boolean;
 
 export interface CreateEngineOptions {
   /** false (default): run in this thread. true: start a module Web Worker. A Worker: one running `blockffn/worker`. */
   worker?: boolean | Worker;
   wasm?: WasmSource;
+  /**
+   * Which packaged build to use when `wasm` is not given: 'auto' (default) picks
+   * `blockffn_relaxed_bg.wasm` where the JavaScript engine runs relaxed SIMD, else `blockffn_bg.wasm`.
+   * One module per JS realm (thread): the first engine decides.
+   */
+  simd?: 'auto' | 'relaxed' | 'baseline';
 }
 
 export type LoadPhase = 'download' | 'verify' | 'parse' | 'ready';
@@ -66,7 +78,7 @@ export interface LoadOptions {
 export interface ModelInfo {
   /** The model directory URL (with a trailing slash), the local path (Node), or "files:…" for picked files. */
   id: string;
-  backend: 'wasm-simd128';
+  backend: Backend;
   /** Dtype of the weight matrices, from manifest.json ("f32", "f16", "bf16", …). */
   dtype: 'f32' | 'f16' | 'bf16' | 'q8' | (string & {});
   params: number;
@@ -95,7 +107,7 @@ export interface ModelInfo {
 }
 
 export interface RuntimeInfo {
-  backend: 'wasm-simd128';
+  backend: Backend;
   wasmMemoryBytes: number;
   crossOriginIsolated: boolean;
   modelLoaded: boolean;

@@ -5,21 +5,26 @@ import { LocalEngine } from './engine.js';
 import { BlockffnError, ERROR_CODES, toBlockffnError } from './errors.js';
 import { CACHE_NAME, deleteModelFromCache, hasModelInCache } from './loader.js';
 import { WorkerEngine } from './worker-client.js';
+import { relaxedSimdSupported } from './wasm.js';
 
-export { BlockffnError, ERROR_CODES, CACHE_NAME, hasModelInCache, deleteModelFromCache };
+export { BlockffnError, ERROR_CODES, CACHE_NAME, hasModelInCache, deleteModelFromCache, relaxedSimdSupported };
 export { renderChat, detectChatTemplate, chatStops } from './chat.js';
 
 /**
  * Creates an engine.
- * @param {{ worker?: boolean | Worker, wasm?: string | URL | BufferSource | WebAssembly.Module }} [options]
+ * @param {{ worker?: boolean | Worker, wasm?: string | URL | BufferSource | WebAssembly.Module,
+ *   simd?: 'auto' | 'relaxed' | 'baseline' }} [options]
  *   worker: false (default) runs in this thread; true starts a module Web Worker running
  *   blockffn/worker; a Worker instance (running blockffn/worker) is used as is.
- *   wasm: where to load blockffn_bg.wasm from (default: next to the package).
+ *   wasm: where to load the .wasm from (default: the build next to the package that `simd` picks).
+ *   simd: 'auto' (default: the relaxed-SIMD build where the JavaScript engine has relaxed SIMD,
+ *   else the SIMD128 one), 'relaxed' or 'baseline'. One module per JS realm: the first engine of a
+ *   thread decides.
  */
 export async function createEngine(options = {}) {
-  const { worker = false, wasm } = options;
+  const { worker = false, wasm, simd } = options;
   if (!worker) {
-    const e = new LocalEngine({ wasm });
+    const e = new LocalEngine({ wasm, simd });
     await e.init();
     return e;
   }
@@ -43,7 +48,7 @@ export async function createEngine(options = {}) {
   }
   const e = new WorkerEngine(w, { ownsWorker: owns });
   try {
-    await e.init(wasm === undefined ? {} : { wasm: wasm instanceof URL ? wasm.href : wasm });
+    await e.init({ ...(wasm === undefined ? {} : { wasm: wasm instanceof URL ? wasm.href : wasm }), ...(simd === undefined ? {} : { simd }) });
   } catch (err) {
     e.terminate();
     throw err;

@@ -1,8 +1,11 @@
 // Loads the wasm module (built by `wasm-pack --target web` into ../pkg) once per JS realm.
-// Browsers fetch it next to this file; Node reads the bytes from disk (Node cannot fetch file: URLs).
+// Two builds ship: blockffn_bg.wasm (SIMD128, runs everywhere WebAssembly SIMD does) and
+// blockffn_relaxed_bg.wasm (plus relaxed SIMD: fused multiply-add in the kernels), chosen by
+// feature detection. Browsers fetch the file next to this package; Node reads it from disk (Node
+// cannot fetch file: URLs).
 
 import initWasm, * as bindings from '../pkg/blockffn.js';
-import { toBlockffnError } from './errors.js';
+import { BlockffnError, toBlockffnError } from './errors.js';
 
 export const isNode =
   typeof process !== 'undefined' && !!(process.versions && process.versions.node) && typeof window === 'undefined';
@@ -10,28 +13,72 @@ export const isNode =
 // Hidden from bundlers: only Node takes this path.
 export const nodeImport = (name) => import(/* webpackIgnore: true */ /* @vite-ignore */ name);
 
+// A module whose one function is `f32x4.relaxed_madd` of its three v128 parameters: it validates
+// only where relaxed SIMD is enabled (Chrome/Edge ≥ 114, Node ≥ 22 or with
+// --experimental-wasm-relaxed-simd; not Firefox or Safari by default).
+const RELAXED_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+  0x01, 0x08, 0x01, 0x60, 0x03, 0x7b, 0x7b, 0x7b, 0x01, 0x7b, // type: (v128 v128 v128) -> v128
+  0x03, 0x02, 0x01, 0x00, // function 0 has type 0
+  0x0a, 0x0d, 0x01, 0x0b, 0x00, 0x20, 0x00, 0x20, 0x01, 0x20, 0x02, 0xfd, 0x85, 0x02, 0x0b, // body
+]);
+
+/** Whether this JavaScript engine runs WebAssembly relaxed SIMD. */
+export function relaxedSimdSupported() {
+  try {
+    return WebAssembly.validate(RELAXED_PROBE);
+  } catch {
+    return false;
+  }
+}
+
+async function packaged(url) {
+  if (isNode && url.protocol === 'file:') {
+    const { readFile } = await nodeImport('node:fs/promises');
+    return readFile(url);
+  }
+  return url;
+}
+
 let ready = null;
 let exportsObj = null;
 
 /**
- * Initialises the wasm module. `input` may be a URL, a Response, bytes or a WebAssembly.Module;
- * by default the module next to this package is used.
+ * Initialises the wasm module, once per realm (later calls return the first module). `input` may
+ * be a URL, a Response, bytes or a WebAssembly.Module; by default the build next to this package
+ * that `simd` picks: 'auto' (relaxed SIMD where the engine has it, else baseline SIMD128),
+ * 'relaxed' or 'baseline'.
  * @returns {Promise<typeof bindings>}
  */
-export function loadWasm(input) {
+export function loadWasm(input, simd = 'auto') {
   if (!ready) {
     ready = (async () => {
-      let source = input;
-      if (source === undefined || source === null) {
-        const url = new URL('../pkg/blockffn_bg.wasm', import.meta.url);
-        if (isNode && url.protocol === 'file:') {
-          const { readFile } = await nodeImport('node:fs/promises');
-          source = await readFile(url);
-        } else {
-          source = url;
+      if (!['auto', 'relaxed', 'baseline'].includes(simd)) {
+        throw new BlockffnError('InvalidInput', `simd must be 'auto', 'relaxed' or 'baseline', not ${JSON.stringify(simd)}`);
+      }
+      if (simd === 'relaxed' && (input === undefined || input === null) && !relaxedSimdSupported()) {
+        throw new BlockffnError(
+          'Unsupported',
+          "this JavaScript engine has no WebAssembly relaxed SIMD (Chrome/Edge 114+, Node 22+); use simd: 'auto' or 'baseline'",
+        );
+      }
+      if (input !== undefined && input !== null) {
+        exportsObj = await initWasm({ module_or_path: input });
+        return bindings;
+      }
+      if (simd === 'relaxed' || (simd === 'auto' && relaxedSimdSupported())) {
+        try {
+          exportsObj = await initWasm({
+            module_or_path: await packaged(new URL('../pkg/blockffn_relaxed_bg.wasm', import.meta.url)),
+          });
+          return bindings;
+        } catch (e) {
+          // 'auto' falls back to the baseline build (e.g. a development build without the
+          // relaxed file); an explicit 'relaxed' reports why it could not start.
+          if (simd === 'relaxed') throw e;
         }
       }
-      exportsObj = await initWasm({ module_or_path: source });
+      exportsObj = await initWasm({ module_or_path: await packaged(new URL('../pkg/blockffn_bg.wasm', import.meta.url)) });
       return bindings;
     })().catch((e) => {
       ready = null;
@@ -44,6 +91,11 @@ export function loadWasm(input) {
 /** Bytes of wasm linear memory right now (0 before initialisation). */
 export function wasmMemoryBytes() {
   return exportsObj ? exportsObj.memory.buffer.byteLength : 0;
+}
+
+/** 'wasm-relaxed-simd' or 'wasm-simd128': the build that runs (null before initialisation). */
+export function wasmBackend() {
+  return exportsObj ? `wasm-${bindings.simdVariant()}` : null;
 }
 
 export { bindings };

@@ -21,7 +21,9 @@ async function handleCall(id, method, args) {
     switch (method) {
       case 'init': {
         const [opts] = args;
-        if (opts && opts.wasm !== undefined) engine = new LocalEngine({ wasm: opts.wasm });
+        if (opts && (opts.wasm !== undefined || opts.simd !== undefined)) {
+          engine = new LocalEngine({ wasm: opts.wasm, simd: opts.simd });
+        }
         await engine.init();
         post({ type: 'result', id, value: true });
         return;

@@ -41,7 +41,7 @@ fi
 
 # pkg/ (the wasm the page runs): rebuilt when missing or older than any Rust source or build setting.
 WASM=pkg/blockffn_bg.wasm
-if [ ! -f "$WASM" ] || [ ! -f pkg/blockffn.js ] ||
+if [ ! -f "$WASM" ] || [ ! -f pkg/blockffn.js ] || [ ! -f pkg/blockffn_relaxed_bg.wasm ] ||
   [ -n "$(find src Cargo.toml Cargo.lock .cargo -newer "$WASM" -type f -print -quit 2>/dev/null)" ]; then
   echo "[demo] building the wasm package (pkg/, release: a few minutes)"
   bash scripts/build-wasm.sh

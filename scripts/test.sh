@@ -12,6 +12,13 @@ cargo test --features cli
 echo "== wasm32 tests under Node"
 cargo test --target wasm32-unknown-unknown --test wasm_node --test wasm_kernels
 
+echo "== the same under the relaxed-SIMD build (fused multiply-add; what Chromium runs)"
+# Node 20 needs the V8 flag; later Node versions have relaxed SIMD on and may not know the flag.
+RELAXED_NODE_ARGS=""
+if node --experimental-wasm-relaxed-simd -e 0 2>/dev/null; then RELAXED_NODE_ARGS=--experimental-wasm-relaxed-simd; fi
+RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR=target/relaxed NODE_ARGS="$RELAXED_NODE_ARGS" \
+  cargo test --target wasm32-unknown-unknown --test wasm_node --test wasm_kernels
+
 echo "== Python: reference model, training objectives, corpus, trained export through the Rust CLI"
 BLOCKFFN_BIN="$PWD/target/debug/blockffn" python3 -m pytest train/tests -q
 

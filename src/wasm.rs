@@ -46,6 +46,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::package::sha256_hex(bytes)
 }
 
+/// The instruction set this module was built for: `"relaxed-simd"` (SIMD128 plus relaxed SIMD:
+/// fused multiply-add in the kernels) or `"simd128"` (the baseline every SIMD browser runs).
+#[wasm_bindgen(js_name = simdVariant)]
+pub fn simd_variant() -> String {
+    if cfg!(target_feature = "relaxed-simd") { "relaxed-simd" } else { "simd128" }.into()
+}
+
 /// Parses and validates `manifest.json` (format, version, required files); returns it as an object
 /// `{ format, format_version, dtype, files: { name: { size, sha256 } }, source, converter }`.
 #[wasm_bindgen(js_name = parseManifest)]

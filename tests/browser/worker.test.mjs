@@ -95,7 +95,7 @@ test('worker: progress in order, tokens stream while the main thread keeps ticki
   assert.equal(r.info.cached, true);
   assert.equal(r.cached, true, 'stored in the Cache API');
   assert.equal(r.coi, true, 'served cross-origin isolated');
-  assert.equal(r.runtime.backend, 'wasm-simd128');
+  assert.equal(r.runtime.backend, 'wasm-relaxed-simd', 'Chromium has relaxed SIMD: the fused-multiply-add build runs');
 
   // ids
   const cli = cliGenerate(['--ids', PROMPT.join(','), '--max-new-tokens', '120']);
@@ -245,4 +245,31 @@ test('in-thread transport: the same calls give the same results; a full storage 
   assert.equal(r.cached, false);
   assert.match(r.info.warnings.join(' '), /quota/);
   assert.deepEqual(r.after, cliGenerate(['--ids', PROMPT.join(','), '--max-new-tokens', '10']).ids);
+});
+
+test("simd: 'baseline' runs the SIMD128 build in a worker; it and the relaxed-SIMD build give the CLI ids", async () => {
+  const r = await page.evaluate(async (prompt) => {
+    const { createEngine, relaxedSimdSupported } = await import('/blockffn/js/index.js');
+    const out = { relaxed: relaxedSimdSupported() };
+    for (const simd of ['auto', 'baseline']) {
+      const engine = await createEngine({ worker: true, simd });
+      await engine.load('/model/');
+      const ids = [];
+      for await (const c of engine.generate(prompt, { maxTokens: 120 })) ids.push(...c.tokenIds);
+      out[simd] = { ids, backend: (await engine.runtimeInfo()).backend, info: (await engine.modelInfo()).backend };
+      engine.terminate();
+    }
+    return out;
+  }, PROMPT);
+  assert.equal(r.relaxed, true);
+  assert.equal(r.auto.backend, 'wasm-relaxed-simd');
+  assert.equal(r.auto.info, 'wasm-relaxed-simd');
+  assert.equal(r.baseline.backend, 'wasm-simd128');
+  assert.equal(r.baseline.info, 'wasm-simd128');
+  const cli = cliGenerate(['--ids', PROMPT.join(','), '--max-new-tokens', '120']);
+  assert.deepEqual(r.auto.ids, cli.ids);
+  assert.deepEqual(r.baseline.ids, cli.ids);
+  const wasmFetched = requestsSoFar().filter((l) => /_bg\.wasm/.test(l));
+  assert.ok(wasmFetched.some((l) => l.includes('blockffn_relaxed_bg.wasm')), 'the relaxed build was fetched');
+  assert.ok(wasmFetched.some((l) => l.includes('blockffn_bg.wasm')), 'the baseline build was fetched');
 });

@@ -38,7 +38,7 @@ test('the tarball holds the ES module, the types and the wasm, and no runtime de
   assert.equal(meta.type, 'module');
   assert.equal(meta.dependencies, undefined);
   assert.equal(meta.peerDependencies, undefined);
-  for (const f of ['js/index.js', 'js/index.d.ts', 'js/worker.js', 'pkg/blockffn.js', 'pkg/blockffn_bg.wasm', 'docs/API.md']) {
+  for (const f of ['js/index.js', 'js/index.d.ts', 'js/worker.js', 'pkg/blockffn.js', 'pkg/blockffn_bg.wasm', 'pkg/blockffn_relaxed_bg.wasm', 'docs/API.md']) {
     assert.ok(existsSync(join(p, f)), `${f} is in the package`);
   }
   const lock = JSON.parse(readFileSync(join(app, 'package-lock.json'), 'utf8'));
@@ -48,8 +48,9 @@ test('the tarball holds the ES module, the types and the wasm, and no runtime de
 test('a plain Node script imports it by name and generates what the CLI generates', () => {
   writeFileSync(
     join(app, 'main.js'),
-    `import { createEngine, BlockffnError } from 'blockffn';
-const engine = await createEngine();
+    `import { createEngine, BlockffnError, relaxedSimdSupported } from 'blockffn';
+const simd = process.argv[3];
+const engine = await createEngine(simd ? { simd } : {});
 const info = await engine.load(process.argv[2]);
 const ids = [];
 let text = '';
@@ -59,7 +60,7 @@ for await (const c of engine.generate('The river', { maxTokens: 12, temperature:
 }
 let code = null;
 try { await engine.load(process.argv[2] + '/nope'); } catch (e) { code = e instanceof BlockffnError && e.code; }
-console.log(JSON.stringify({ ids, text, backend: info.backend, code,
+console.log(JSON.stringify({ ids, text, backend: info.backend, code, relaxed: relaxedSimdSupported(),
   worker: import.meta.resolve('blockffn/worker'), wasm: import.meta.resolve('blockffn/blockffn_bg.wasm') }));
 `,
   );
@@ -67,10 +68,48 @@ console.log(JSON.stringify({ ids, text, backend: info.backend, code,
   const cli = cliGenerate(['--prompt', 'The river', '--max-new-tokens', '12', '--temperature', '0.8', '--seed', '3']);
   assert.deepEqual(out.ids, cli.ids);
   assert.equal(out.text, cli.text);
-  assert.equal(out.backend, 'wasm-simd128');
+  assert.equal(out.backend, out.relaxed ? 'wasm-relaxed-simd' : 'wasm-simd128');
   assert.equal(out.code, 'ModelNotFound');
   assert.match(out.worker, /node_modules\/blockffn\/js\/worker\.js$/);
   assert.match(out.wasm, /node_modules\/blockffn\/pkg\/blockffn_bg\.wasm$/);
+});
+
+// Node 20 has relaxed SIMD behind a flag; with it, 'auto' picks the relaxed build (fused
+// multiply-add) and 'baseline' the SIMD128 one. Both must generate what the CLI generates.
+const RELAXED_FLAG = '--experimental-wasm-relaxed-simd';
+const flagWorks = (() => {
+  try {
+    execFileSync(process.execPath, [RELAXED_FLAG, '-e', '0'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test('simd: auto picks the relaxed-SIMD build where the engine has it, baseline the SIMD128 one; both equal the CLI', { skip: !flagWorks && `node does not take ${RELAXED_FLAG}` }, () => {
+  const cli = cliGenerate(['--prompt', 'The river', '--max-new-tokens', '12', '--temperature', '0.8', '--seed', '3']);
+  const run = (simd) =>
+    JSON.parse(execFileSync(process.execPath, [RELAXED_FLAG, 'main.js', FIXTURE, ...(simd ? [simd] : [])], { cwd: app, encoding: 'utf8' }));
+  const auto = run();
+  assert.equal(auto.relaxed, true);
+  assert.equal(auto.backend, 'wasm-relaxed-simd');
+  const base = run('baseline');
+  assert.equal(base.backend, 'wasm-simd128');
+  for (const out of [auto, base]) {
+    assert.deepEqual(out.ids, cli.ids);
+    assert.equal(out.text, cli.text);
+  }
+  // Where the engine has no relaxed SIMD (plain Node 20), asking for it is a typed error.
+  const plain = JSON.parse(execFileSync(process.execPath, ['main.js', FIXTURE], { cwd: app, encoding: 'utf8' }));
+  if (!plain.relaxed) {
+    let err = '';
+    try {
+      execFileSync(process.execPath, ['main.js', FIXTURE, 'relaxed'], { cwd: app, encoding: 'utf8', stdio: 'pipe' });
+    } catch (e) {
+      err = String(e.stderr);
+    }
+    assert.match(err, /BlockffnError: this JavaScript engine has no WebAssembly relaxed SIMD/);
+  }
 });
 
 test('the type declarations check a TypeScript consumer (strict)', (t) => {
