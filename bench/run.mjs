@@ -2,6 +2,8 @@
 // scripts/build-wasm.sh). Writes bench/results.json and prints Markdown tables.
 //
 //   node bench/run.mjs [--quick] [--no-scalar] [--only small]
+//   node --experimental-wasm-relaxed-simd bench/run.mjs --simd relaxed    (the relaxed-SIMD build;
+//        Node 20 needs the flag) → bench/results-relaxed.json
 //
 // 1. kernels (src/bench.rs inside the wasm): scalar vs SIMD128 at BlockFFN-Small shapes for f32,
 //    f16 and q8 — GEMVs, the dense / sparse (20%, 10%) FFN layer, chunk verification of 8 tokens,
@@ -35,9 +37,15 @@ const quick = args.has('--quick');
 const scalar = !args.has('--no-scalar');
 const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : null;
 if (only !== null && only !== 'small') throw new Error(`--only takes "small", got ${only}`);
+const simd = argv.includes('--simd') ? argv[argv.indexOf('--simd') + 1] : 'baseline';
+if (simd !== 'baseline' && simd !== 'relaxed') throw new Error(`--simd takes "baseline" or "relaxed", got ${simd}`);
+const resultsPath = join(ROOT, simd === 'relaxed' ? 'bench/results-relaxed.json' : 'bench/results.json');
 
+// One wasm instance per process: the kernels below and the npm API (same pkg/blockffn.js glue) share it.
 const wasmMod = await import(join(ROOT, 'pkg/blockffn.js'));
-await wasmMod.default({ module_or_path: readFileSync(join(ROOT, 'pkg/blockffn_bg.wasm')) });
+await wasmMod.default({
+  module_or_path: readFileSync(join(ROOT, simd === 'relaxed' ? 'pkg/blockffn_relaxed_bg.wasm' : 'pkg/blockffn_bg.wasm')),
+});
 
 const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 const log = (...a) => console.error(...a);
@@ -45,12 +53,12 @@ const { createEngine } = await import(join(ROOT, 'js/index.js'));
 
 if (only === 'small') {
   log('end to end: random Small-shaped model (only)...');
-  const e2eSmall = await benchSmall({ root: ROOT, wasm: wasmMod, engine: await createEngine({ worker: false }), quick, log });
+  const e2eSmall = await benchSmall({ root: ROOT, wasm: wasmMod, engine: await createEngine({ worker: false, simd }), quick, log });
   if (e2eSmall) {
-    const path = join(ROOT, 'bench/results.json');
+    const path = resultsPath;
     const prev = existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : {};
     prev.e2eSmall = e2eSmall;
-    prev.e2eSmallCommand = `node bench/run.mjs --only small${quick ? ' --quick' : ''}`;
+    prev.e2eSmallCommand = `node bench/run.mjs --only small${quick ? ' --quick' : ''}${simd === 'relaxed' ? ' --simd relaxed' : ''}`;
     writeFileSync(path, JSON.stringify(prev, null, 1) + '\n');
     printSmall(e2eSmall);
   }
@@ -108,7 +116,7 @@ for (const [name, rows, cols] of peerShapes) {
 }
 
 // ---- 3. end to end: the demo model through the npm API ---------------------------------------
-const engine = await createEngine({ worker: false });
+const engine = await createEngine({ worker: false, simd });
 const e2e = [];
 const modelDir = join(ROOT, 'models/demo');
 const text = readFileSync(join(modelDir, 'validation.txt'), 'utf8');
@@ -169,13 +177,14 @@ if (!quick) {
 
 // ---- results -----------------------------------------------------------------------------------
 const results = {
-  command: `node bench/run.mjs${quick ? ' --quick' : ''}${scalar ? '' : ' --no-scalar'}`,
+  command: `node bench/run.mjs${quick ? ' --quick' : ''}${scalar ? '' : ' --no-scalar'}${simd === 'relaxed' ? ' --simd relaxed' : ''}`,
   date: new Date().toISOString(),
   machine: {
     cpu: os.cpus()[0]?.model,
     logicalCores: os.cpus().length,
     node: process.version,
     threads: 1,
+    wasm: `wasm-${wasmMod.simdVariant()}`,
     ...kernels.machine,
   },
   kernels: kernels.rows,
@@ -184,18 +193,23 @@ const results = {
   e2e,
   e2eSmall,
 };
-writeFileSync(join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 1) + '\n');
+writeFileSync(resultsPath, JSON.stringify(results, null, 1) + '\n');
 
 const f = (v, d = 2) => (v === undefined || v === null ? '–' : Number(v).toFixed(d));
 const m = results.machine;
-console.log(`Machine: ${m.cpu}, ${m.logicalCores} logical cores, Node ${m.node}, one thread; streaming read ${f(m.streamGBs, 1)} GB/s, SIMD f32 peak ${f(m.simdPeakGflops, 1)} GFLOP/s (means of the runs ${m.streamGBsRuns.map((v) => f(v, 1)).join(' / ')} and ${m.simdPeakGflopsRuns.map((v) => f(v, 1)).join(' / ')}).\n`);
+console.log(`Machine: ${m.cpu}, ${m.logicalCores} logical cores, Node ${m.node}, one thread, ${m.wasm}; streaming read ${f(m.streamGBs, 1)} GB/s, SIMD f32 peak ${f(m.simdPeakGflops, 1)} GFLOP/s (means of the runs ${m.streamGBsRuns.map((v) => f(v, 1)).join(' / ')} and ${m.simdPeakGflopsRuns.map((v) => f(v, 1)).join(' / ')}).\n`);
 console.log('| group | case | dtype | SIMD ms | scalar ms | SIMD/scalar | GFLOP/s | GB/s | roofline | notes |');
 console.log('|---|---|---|---|---|---|---|---|---|---|');
 for (const r of results.kernels) {
   const x = r.extra || {};
   const notes = [
     x.sparseOverFractionDense !== undefined ? `sparse ÷ (fraction × dense) = ${f(x.sparseOverFractionDense)}` : '',
-    x.chunkOverOneToken !== undefined ? `chunk ÷ one token = ${f(x.chunkOverOneToken)} (one token ${f(x.oneTokenMs, 3)} ms, 8 one by one ${f(x.eightTokensOneByOneMs, 3)} ms)` : '',
+    x.chunkOverOneToken !== undefined
+      ? `chunk ÷ one token = ${f(x.chunkOverOneToken)} (one token ${f(x.oneTokenMs, 3)} ms` +
+        (x.eightTokensOneByOneMs !== undefined ? `, 8 one by one ${f(x.eightTokensOneByOneMs, 3)} ms` : '') +
+        (x.upMs !== undefined ? `; chunk up ${f(x.upMs, 3)} + down ${f(x.downMs, 3)} ms` : '') +
+        ')'
+      : '',
     x.tokensPerSecond !== undefined ? `${f(x.tokensPerSecond, 1)} tok/s` : '',
     x.denseOverSparse !== undefined ? `dense ÷ sparse = ${f(x.denseOverSparse)}` : '',
     x.streamGBs !== undefined ? `stream ${f(x.streamGBs, 1)} GB/s alongside` : '',

@@ -588,6 +588,64 @@ pub fn bench_kernels(options: JsValue) -> Result<JsValue, JsValue> {
                 }
                 rows.push(r);
             }
+
+            // Chunk verification inside the model: the same 8 tokens × 10 experts (union of 14 per
+            // layer) through all 16 layers' FFNs, so every layer's experts come from memory as in
+            // decoding, against one token through the same 16 layers.
+            let kt = 8usize;
+            // Per layer: the 8 tokens' active sets, their union, the scores (k × experts).
+            type Chunk = (Vec<Vec<usize>>, Vec<u16>, Vec<f32>);
+            let per_layer: Vec<Chunk> = (0..LAYERS)
+                .map(|_| {
+                    let pool = pick(&mut rng, &all, 14);
+                    let sets: Vec<Vec<usize>> = (0..kt).map(|_| pick(&mut rng, &pool, 10)).collect();
+                    let mut union: Vec<u16> = sets.iter().flatten().map(|&e| e as u16).collect();
+                    union.sort_unstable();
+                    union.dedup();
+                    let mut scores = vec![0.0f32; kt * EXPERTS];
+                    for (t, set) in sets.iter().enumerate() {
+                        for &e in set {
+                            scores[t * EXPERTS + e] = 0.5;
+                        }
+                    }
+                    (sets, union, scores)
+                })
+                .collect();
+            let xs = rng.vec(kt * HIDDEN);
+            let ts = time_alternating(
+                &mut [
+                    &mut || {
+                        for (layer, (_, union, scores)) in layers.iter().zip(&per_layer) {
+                            let (up, down) = (layer.up.mat(ffn_rows, HIDDEN), layer.down.mat(ffn_rows, HIDDEN));
+                            let mut u = vec![0.0f32; kt * union.len() * EXPERT_SIZE];
+                            let mut ys = vec![0.0f32; kt * HIDDEN];
+                            (SIMD.chunk_up)(up, EXPERT_SIZE, union, &xs, scores, EXPERTS, &mut u);
+                            (SIMD.chunk_down)(down, EXPERT_SIZE, union, &u, &mut ys);
+                            core::hint::black_box(&ys);
+                        }
+                    },
+                    &mut || {
+                        for (layer, (sets, _, _)) in layers.iter().zip(&per_layer) {
+                            let (up, down) = (layer.up.mat(ffn_rows, HIDDEN), layer.down.mat(ffn_rows, HIDDEN));
+                            let mut out = [0.0f32; HIDDEN];
+                            sparse_ffn(&SIMD, up, down, &xs[..HIDDEN], &sets[0], &mut out);
+                            core::hint::black_box(&out);
+                        }
+                    },
+                ],
+                o.rounds,
+            );
+            let (chunk_ms, one_ms) = (ts[0] / LAYERS as f64, ts[1] / LAYERS as f64);
+            let mean_union = per_layer.iter().map(|p| p.1.len()).sum::<usize>() as f64 / LAYERS as f64;
+            let label = format!(
+                "chunk of 8 tokens × 10 experts, union {mean_union:.0} of 48, per layer over 16 layers (weights from memory)"
+            );
+            let mut r = row("chunk", &label, dt, w_ffn * mean_union / EXPERTS as f64, 1.0, chunk_ms, None);
+            r.flops = 2.0 * (kt * 10 * 2 * EXPERT_SIZE * HIDDEN) as f64;
+            r.simd_gflops = r.flops / (chunk_ms * 1e6);
+            r.extra.insert("oneTokenMs".into(), one_ms.into());
+            r.extra.insert("chunkOverOneToken".into(), (chunk_ms / one_ms).into());
+            rows.push(r);
         }
     }
 
