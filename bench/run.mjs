@@ -1,9 +1,11 @@
 // The benchmark harness: one Node process, one thread, the built wasm package (pkg/, made by
 // scripts/build-wasm.sh). Writes bench/results.json and prints Markdown tables.
 //
-//   node bench/run.mjs [--quick] [--no-scalar] [--only small]
+//   node bench/run.mjs [--quick] [--no-scalar] [--only small|peer-model]
 //   node --experimental-wasm-relaxed-simd bench/run.mjs --simd relaxed    (the relaxed-SIMD build;
 //        Node 20 needs the flag) → bench/results-relaxed.json
+//   With relaxed SIMD available (the flag), the baseline run also times the relaxed build against it
+//   in the same process (section 7; `--only relaxed` runs it alone).
 //
 // 1. kernels (src/bench.rs inside the wasm): scalar vs SIMD128 at BlockFFN-Small shapes for f32,
 //    f16 and q8 — GEMVs, the dense / sparse (20%, 10%) FFN layer, chunk verification of 8 tokens,
@@ -18,6 +20,12 @@
 //    20% and 10% active experts, as f32 / f16 / q8: prefill, decode (sparse vs dense) and chunk mode
 //    (bench/e2e_small.mjs). Not with --quick; `--only small` runs this section alone and updates
 //    `e2eSmall` in bench/results.json.
+// 6. peer: the demo model through onnxruntime-web — the PyTorch reference exported to ONNX
+//    (bench/export_onnx.py, cached under target/bench/onnx/; needs bench/requirements.txt, skipped
+//    with a message without them) and run by onnxruntime-web's wasm backend with a KV cache, one
+//    thread, alternating with our engine: prefill / decode tok/s, greedy tokens compared
+//    (bench/peer_model.mjs). Not with --quick; `--only peer-model` runs this section alone and
+//    updates `peerModel` in bench/results.json.
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -28,6 +36,8 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-web';
 
 import { benchSmall, printSmall } from './e2e_small.mjs';
+import { benchPeerModel, printPeerModel } from './peer_model.mjs';
+import { benchRelaxed, printRelaxed } from './relaxed.mjs';
 import { matmulModel } from './onnx.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,7 +46,8 @@ const args = new Set(argv);
 const quick = args.has('--quick');
 const scalar = !args.has('--no-scalar');
 const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : null;
-if (only !== null && only !== 'small') throw new Error(`--only takes "small", got ${only}`);
+const ONLY = ['small', 'peer-model', 'relaxed'];
+if (only !== null && !ONLY.includes(only)) throw new Error(`--only takes ${ONLY.join(', ')}; got ${only}`);
 const simd = argv.includes('--simd') ? argv[argv.indexOf('--simd') + 1] : 'baseline';
 if (simd !== 'baseline' && simd !== 'relaxed') throw new Error(`--simd takes "baseline" or "relaxed", got ${simd}`);
 const resultsPath = join(ROOT, simd === 'relaxed' ? 'bench/results-relaxed.json' : 'bench/results.json');
@@ -61,6 +72,29 @@ if (only === 'small') {
     prev.e2eSmallCommand = `node bench/run.mjs --only small${quick ? ' --quick' : ''}${simd === 'relaxed' ? ' --simd relaxed' : ''}`;
     writeFileSync(path, JSON.stringify(prev, null, 1) + '\n');
     printSmall(e2eSmall);
+  }
+  process.exit(0);
+}
+if (only === 'peer-model') {
+  log('peer: the demo model through onnxruntime-web (only)...');
+  const peerModel = await benchPeerModel({ root: ROOT, createEngine, simd, log });
+  if (peerModel) {
+    const prev = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, 'utf8')) : {};
+    prev.peerModel = peerModel;
+    prev.peerModelCommand = `node bench/run.mjs --only peer-model${simd === 'relaxed' ? ' --simd relaxed' : ''}`;
+    writeFileSync(resultsPath, JSON.stringify(prev, null, 1) + '\n');
+    printPeerModel(peerModel);
+  }
+  process.exit(0);
+}
+
+if (only === 'relaxed') {
+  const rows = simd === 'baseline' ? await benchRelaxed({ root: ROOT, baseline: wasmMod, quick, log }) : null;
+  if (rows) {
+    const prev = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, 'utf8')) : {};
+    prev.relaxedVsBaseline = rows;
+    writeFileSync(resultsPath, JSON.stringify(prev, null, 1) + '\n');
+    printRelaxed(rows);
   }
   process.exit(0);
 }
@@ -175,6 +209,21 @@ if (!quick) {
   e2eSmall = await benchSmall({ root: ROOT, wasm: wasmMod, engine, quick, log });
 }
 
+// ---- 6. peer: the demo model through onnxruntime-web (exported from the PyTorch reference) ----
+let peerModel = null;
+if (quick) log('peer: the demo model through onnxruntime-web: skipped with --quick');
+else {
+  log('peer: the demo model through onnxruntime-web...');
+  peerModel = await benchPeerModel({ root: ROOT, createEngine, simd, log });
+}
+
+// ---- 7. the relaxed-SIMD build against this one, same process (needs relaxed SIMD in Node) -------
+let relaxedVsBaseline = null;
+if (simd === 'baseline') {
+  log('relaxed SIMD vs SIMD128...');
+  relaxedVsBaseline = await benchRelaxed({ root: ROOT, baseline: wasmMod, quick, log });
+}
+
 // ---- results -----------------------------------------------------------------------------------
 const results = {
   command: `node bench/run.mjs${quick ? ' --quick' : ''}${scalar ? '' : ' --no-scalar'}${simd === 'relaxed' ? ' --simd relaxed' : ''}`,
@@ -192,6 +241,8 @@ const results = {
   torchReference: torchRef,
   e2e,
   e2eSmall,
+  peerModel,
+  relaxedVsBaseline,
 };
 writeFileSync(resultsPath, JSON.stringify(results, null, 1) + '\n');
 
@@ -234,3 +285,5 @@ for (const [dtype] of variants) {
   console.log(`${dtype}: sparse ÷ dense decode ${f(sp.decodeTokensPerSecond / de.decodeTokensPerSecond)}×, prefill ${f(sp.prefillTokensPerSecond / de.prefillTokensPerSecond)}×`);
 }
 if (e2eSmall) printSmall(e2eSmall);
+if (peerModel) printPeerModel(peerModel);
+if (relaxedVsBaseline) printRelaxed(relaxedVsBaseline);

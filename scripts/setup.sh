@@ -37,6 +37,12 @@ if ! python3 -c "import torch, tokenizers, safetensors, numpy, pytest" 2>/dev/nu
   log "pip: train/requirements.txt (torch is large: a few minutes)"
   python3 -m pip install -q -r train/requirements.txt
 fi
+# Optional: the ONNX exporter and onnxruntime for the benchmark's whole-model peer
+# (bench/export_onnx.py). A failure here does not stop setup: the benchmark skips that section.
+if ! python3 -c "import onnx, onnxscript, onnxruntime" 2>/dev/null; then
+  log "pip: bench/requirements.txt (optional)"
+  python3 -m pip install -q -r bench/requirements.txt || log "pip: bench/requirements.txt failed; bench/run.mjs will skip the ONNX whole-model peer"
+fi
 
 # 4) npm dev dependencies (Playwright driving the system Chromium, wasm-opt from npm binaryen,
 #    TypeScript for the declaration check). Cheap when already up to date.

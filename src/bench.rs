@@ -751,3 +751,66 @@ impl BenchGemv {
         (now_ms() - t) / calls.max(1) as f64
     }
 }
+
+/// One BlockFFN layer at Small shapes (48 experts × 64, hidden 768, `dtype` weights, random) for
+/// timing from JS in alternation with another module (the baseline and relaxed-SIMD builds in one
+/// process): `"sparse"` is one token through 10 experts, `"chunk"` 8 tokens × 10 experts verified
+/// together over their union of 14.
+#[wasm_bindgen(js_name = benchFfn)]
+pub struct BenchFfn {
+    up: Owned,
+    down: Owned,
+    chunk: bool,
+    xs: Vec<f32>,
+    sets: Vec<Vec<usize>>,
+    union: Vec<u16>,
+    scores: Vec<f32>,
+}
+
+#[wasm_bindgen(js_class = benchFfn)]
+impl BenchFfn {
+    #[wasm_bindgen(constructor)]
+    pub fn new(dtype: &str, kind: &str) -> Result<BenchFfn, JsValue> {
+        if !matches!(dtype, "f32" | "f16" | "q8") || !matches!(kind, "sparse" | "chunk") {
+            return Err(JsValue::from_str("benchFfn: dtype f32 | f16 | q8, kind sparse | chunk"));
+        }
+        let mut rng = Rng(0xffe);
+        let rows = EXPERTS * EXPERT_SIZE;
+        let (up, down) =
+            (Owned::random(dtype, rows * HIDDEN, 0.05, &mut rng), Owned::random(dtype, rows * HIDDEN, 0.05, &mut rng));
+        let all: Vec<usize> = (0..EXPERTS).collect();
+        let pool = pick(&mut rng, &all, 14);
+        let sets: Vec<Vec<usize>> = (0..8).map(|_| pick(&mut rng, &pool, 10)).collect();
+        let mut union: Vec<u16> = sets.iter().flatten().map(|&e| e as u16).collect();
+        union.sort_unstable();
+        union.dedup();
+        let mut scores = vec![0.0f32; 8 * EXPERTS];
+        for (t, s) in sets.iter().enumerate() {
+            for &e in s {
+                scores[t * EXPERTS + e] = 0.5;
+            }
+        }
+        Ok(BenchFfn { up, down, chunk: kind == "chunk", xs: rng.vec(8 * HIDDEN), sets, union, scores })
+    }
+
+    /// Runs the layer `calls` times; returns milliseconds per call.
+    pub fn run(&mut self, calls: usize) -> f64 {
+        let rows = EXPERTS * EXPERT_SIZE;
+        let (up, down) = (self.up.mat(rows, HIDDEN), self.down.mat(rows, HIDDEN));
+        let t = now_ms();
+        for _ in 0..calls {
+            if self.chunk {
+                let mut u = vec![0.0f32; 8 * self.union.len() * EXPERT_SIZE];
+                let mut ys = vec![0.0f32; 8 * HIDDEN];
+                simd128::chunk_up(up, EXPERT_SIZE, &self.union, &self.xs, &self.scores, EXPERTS, &mut u);
+                simd128::chunk_down(down, EXPERT_SIZE, &self.union, &u, &mut ys);
+                core::hint::black_box(&ys);
+            } else {
+                let mut out = [0.0f32; HIDDEN];
+                sparse_ffn(&SIMD, up, down, &self.xs[..HIDDEN], &self.sets[0], &mut out);
+                core::hint::black_box(&out);
+            }
+        }
+        (now_ms() - t) / calls.max(1) as f64
+    }
+}

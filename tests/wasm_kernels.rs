@@ -157,7 +157,12 @@ fn axpy_matches(m: Mat, coeff: &[f32], y0: &[f32], got: &[f32], want: &[f32]) ->
             continue;
         }
         let terms: f64 = y0[j].abs() as f64
-            + coeff.iter().enumerate().filter(|(_, c)| **c != 0.0).map(|(r, c)| (*c as f64 * weight(m, r, j)).abs()).sum::<f64>();
+            + coeff
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c != 0.0)
+                .map(|(r, c)| (*c as f64 * weight(m, r, j)).abs())
+                .sum::<f64>();
         let tol = 2.0 * (coeff.len() + 1) as f64 * f64::powi(2.0, -24) * terms;
         if (a as f64 - b as f64).abs() > tol {
             return Err(format!("col {j}: simd {a} vs scalar {b}, beyond the fused bound {tol:e}"));

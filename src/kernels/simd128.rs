@@ -1022,7 +1022,13 @@ fn widened_rows<'a>(w: Mat<'a>, r0: usize, n: usize, users: usize, scratch: &'a 
 
 /// Splits `toks` into those the multi-token kernels take and those that go one by one: q8 tokens
 /// with a non-finite input take `matvec`'s exact f32 path.
-fn split_quantized(toks: impl Iterator<Item = usize>, qxs: &[Option<QuantX>], is_q8: bool, fast: &mut Vec<usize>, slow: &mut Vec<usize>) {
+fn split_quantized(
+    toks: impl Iterator<Item = usize>,
+    qxs: &[Option<QuantX>],
+    is_q8: bool,
+    fast: &mut Vec<usize>,
+    slow: &mut Vec<usize>,
+) {
     fast.clear();
     slow.clear();
     for t in toks {
@@ -1185,7 +1191,8 @@ unsafe fn axpy_rows_q8_tokens<const N: usize, const M: usize>(
     let rp: [*const i8; N] = core::array::from_fn(|k| q.as_ptr().add((r0 + k) * cols));
     let sp: [*const f32; N] = core::array::from_fn(|k| scales.as_ptr().add((r0 + k) * nb));
     for b in 0..nb {
-        let cs: [[v128; N]; M] = core::array::from_fn(|m| core::array::from_fn(|k| f32x4_splat(c[m][k] * *sp[k].add(b))));
+        let cs: [[v128; N]; M] =
+            core::array::from_fn(|m| core::array::from_fn(|k| f32x4_splat(c[m][k] * *sp[k].add(b))));
         for j in [b * Q8_BLOCK, b * Q8_BLOCK + 16] {
             let wv: [[v128; 4]; N] = core::array::from_fn(|k| load_q16(rp[k].add(j)));
             for m in 0..M {
