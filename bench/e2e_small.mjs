@@ -17,12 +17,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-const median = (v) => {
-  const s = [...v].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-const lastLine = (s) => (s || '').trim().split('\n').pop();
+import { fmt, lastLine, median } from './util.mjs';
+
 const MODES = ['sparse', 'dense'];
 const SPANS = [
   ['sparse', 1],
@@ -103,7 +99,7 @@ export async function benchSmall({ root, wasm, engine, quick, log }) {
 
 /** Prints the section's tables (Markdown). */
 export function printSmall(rows) {
-  const f = (v, d = 1) => (v === undefined || v === null ? '–' : Number(v).toFixed(d));
+  const f = (v, d = 1) => fmt(v, d);
   console.log(
     `\nEnd to end: random model with BlockFFN-Small's shapes (768 hidden, 16 layers, MLA, 48 × 64 experts, vocab 122,753), ` +
       `routers calibrated to 20% / 10% active; ${rows[0].promptTokens}-token prompt, ${rows[0].newTokens} new tokens (greedy), medians`,

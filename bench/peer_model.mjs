@@ -24,12 +24,8 @@ import { join } from 'node:path';
 
 import * as ort from 'onnxruntime-web';
 
-const median = (v) => {
-  const s = [...v].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-const lastLine = (s) => (s || '').trim().split('\n').pop();
+import { fmt, lastLine, median } from './util.mjs';
+
 const now = () => performance.now();
 
 const PROMPT_TOKENS = 128;
@@ -220,7 +216,7 @@ export async function benchPeerModel({ root, createEngine, simd, log }) {
 }
 
 export function printPeerModel(p) {
-  const f = (v, d = 1) => (v === undefined || v === null ? '–' : Number(v).toFixed(d));
+  const f = (v, d = 1) => fmt(v, d);
   const e = (v) => (v === undefined || v === null ? '–' : Number(v).toExponential(1));
   const o = p.rows.find((r) => r.runtime === 'onnxruntime-web');
   console.log(

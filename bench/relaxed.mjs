@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+import { fmt, median } from './util.mjs';
 
 /** Returns rows `{ case, dtype, baselineMs, relaxedMs, speedup }`, or null when relaxed SIMD is unavailable. */
 export async function benchRelaxed({ root, baseline, quick, log }) {
@@ -46,7 +46,7 @@ export async function benchRelaxed({ root, baseline, quick, log }) {
 }
 
 export function printRelaxed(rows) {
-  const f = (v, d = 3) => Number(v).toFixed(d);
+  const f = (v, d = 3) => fmt(v, d);
   console.log('\n| relaxed SIMD vs SIMD128, same process (alternating) | dtype | SIMD128 ms | relaxed ms | speed-up |');
   console.log('|---|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.case} | ${r.dtype} | ${f(r.baselineMs)} | ${f(r.relaxedMs)} | ${f(r.speedup, 2)}× |`);

@@ -39,6 +39,7 @@ import { benchSmall, printSmall } from './e2e_small.mjs';
 import { benchPeerModel, printPeerModel } from './peer_model.mjs';
 import { benchRelaxed, printRelaxed } from './relaxed.mjs';
 import { matmulModel } from './onnx.mjs';
+import { fmt, median } from './util.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -58,7 +59,6 @@ await wasmMod.default({
   module_or_path: readFileSync(join(ROOT, simd === 'relaxed' ? 'pkg/blockffn_relaxed_bg.wasm' : 'pkg/blockffn_bg.wasm')),
 });
 
-const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 const log = (...a) => console.error(...a);
 const { createEngine } = await import(join(ROOT, 'js/index.js'));
 
@@ -246,7 +246,7 @@ const results = {
 };
 writeFileSync(resultsPath, JSON.stringify(results, null, 1) + '\n');
 
-const f = (v, d = 2) => (v === undefined || v === null ? '–' : Number(v).toFixed(d));
+const f = fmt;
 const m = results.machine;
 console.log(`Machine: ${m.cpu}, ${m.logicalCores} logical cores, Node ${m.node}, one thread, ${m.wasm}; streaming read ${f(m.streamGBs, 1)} GB/s, SIMD f32 peak ${f(m.simdPeakGflops, 1)} GFLOP/s (means of the runs ${m.streamGBsRuns.map((v) => f(v, 1)).join(' / ')} and ${m.simdPeakGflopsRuns.map((v) => f(v, 1)).join(' / ')}).\n`);
 console.log('| group | case | dtype | SIMD ms | scalar ms | SIMD/scalar | GFLOP/s | GB/s | roofline | notes |');
