@@ -55,19 +55,16 @@ N_IDS = 64
 SPLIT = 32  # the KV graph's check: prefill SPLIT tokens, then one by one
 
 
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def stamp(model_dir: str) -> dict:
+    """What the cached export depends on: the package's files (their sha256 from manifest.json,
+    which the engine's loader verifies, so no rehashing here), this script, the exporter versions."""
     import importlib.metadata as md
 
-    s = {f: sha256(os.path.join(model_dir, f)) for f in ("config.json", "model.safetensors")}
-    s["export_onnx.py"] = sha256(os.path.abspath(__file__))
+    with open(os.path.join(model_dir, "manifest.json"), encoding="utf-8") as f:
+        files = json.load(f)["files"]
+    s = {name: files[name]["sha256"] for name in ("config.json", "model.safetensors")}
+    with open(os.path.abspath(__file__), "rb") as f:
+        s["export_onnx.py"] = hashlib.sha256(f.read()).hexdigest()
     for pkg in ("torch", "onnx", "onnxscript"):
         try:
             s[pkg] = md.version(pkg)

@@ -19,12 +19,12 @@
 // tokens must equal ours; a warning names the first position where they do not.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as ort from 'onnxruntime-web';
 
-import { fmt, lastLine, median } from './util.mjs';
+import { demoAs, fmt, lastLine, median } from './util.mjs';
 
 const now = () => performance.now();
 
@@ -119,11 +119,8 @@ export async function benchPeerModel({ root, createEngine, simd, log }) {
 
   // ours: the shipped f16 package and (when the CLI can make it) its f32 re-encoding, one engine each
   const packages = [['f16', modelDir]];
-  const f32Dir = join(root, 'target/bench/demo-f32');
-  if (!existsSync(join(f32Dir, 'manifest.json')) && existsSync(cli)) {
-    spawnSync(cli, ['convert', modelDir, f32Dir, '--dtype', 'f32'], { encoding: 'utf8' });
-  }
-  if (existsSync(join(f32Dir, 'manifest.json'))) packages.push(['f32', f32Dir]);
+  const f32Dir = demoAs(root, 'f32', log);
+  if (f32Dir) packages.push(['f32', f32Dir]);
   const ours = [];
   for (const [dtype, dir] of packages) {
     const engine = await createEngine({ worker: false, simd });

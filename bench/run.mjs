@@ -39,7 +39,7 @@ import { benchSmall, printSmall } from './e2e_small.mjs';
 import { benchPeerModel, printPeerModel } from './peer_model.mjs';
 import { benchRelaxed, printRelaxed } from './relaxed.mjs';
 import { matmulModel } from './onnx.mjs';
-import { fmt, median } from './util.mjs';
+import { demoAs, fmt, median } from './util.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -47,8 +47,6 @@ const args = new Set(argv);
 const quick = args.has('--quick');
 const scalar = !args.has('--no-scalar');
 const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : null;
-const ONLY = ['small', 'peer-model', 'relaxed'];
-if (only !== null && !ONLY.includes(only)) throw new Error(`--only takes ${ONLY.join(', ')}; got ${only}`);
 const simd = argv.includes('--simd') ? argv[argv.indexOf('--simd') + 1] : 'baseline';
 if (simd !== 'baseline' && simd !== 'relaxed') throw new Error(`--simd takes "baseline" or "relaxed", got ${simd}`);
 const resultsPath = join(ROOT, simd === 'relaxed' ? 'bench/results-relaxed.json' : 'bench/results.json');
@@ -62,39 +60,38 @@ await wasmMod.default({
 const log = (...a) => console.error(...a);
 const { createEngine } = await import(join(ROOT, 'js/index.js'));
 
-if (only === 'small') {
-  log('end to end: random Small-shaped model (only)...');
-  const e2eSmall = await benchSmall({ root: ROOT, wasm: wasmMod, engine: await createEngine({ worker: false, simd }), quick, log });
-  if (e2eSmall) {
-    const path = resultsPath;
-    const prev = existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : {};
-    prev.e2eSmall = e2eSmall;
-    prev.e2eSmallCommand = `node bench/run.mjs --only small${quick ? ' --quick' : ''}${simd === 'relaxed' ? ' --simd relaxed' : ''}`;
-    writeFileSync(path, JSON.stringify(prev, null, 1) + '\n');
-    printSmall(e2eSmall);
-  }
-  process.exit(0);
-}
-if (only === 'peer-model') {
-  log('peer: the demo model through onnxruntime-web (only)...');
-  const peerModel = await benchPeerModel({ root: ROOT, createEngine, simd, log });
-  if (peerModel) {
+// `--only SECTION`: runs one section and merges its record into the results file under `key`.
+const onlySections = {
+  small: {
+    key: 'e2eSmall',
+    what: 'end to end: random Small-shaped model',
+    run: async () => benchSmall({ root: ROOT, wasm: wasmMod, engine: await createEngine({ worker: false, simd }), quick, log }),
+    print: (r) => printSmall(r),
+  },
+  'peer-model': {
+    key: 'peerModel',
+    what: 'peer: the demo model through onnxruntime-web',
+    run: () => benchPeerModel({ root: ROOT, createEngine, simd, log }),
+    print: (r) => printPeerModel(r),
+  },
+  relaxed: {
+    key: 'relaxedVsBaseline',
+    what: 'relaxed SIMD vs SIMD128',
+    run: async () => (simd === 'baseline' ? benchRelaxed({ root: ROOT, baseline: wasmMod, quick, log }) : null),
+    print: (r) => printRelaxed(r),
+  },
+};
+if (only !== null) {
+  const sec = onlySections[only];
+  if (!sec) throw new Error(`--only takes ${Object.keys(onlySections).join(', ')}; got ${only}`);
+  log(`${sec.what} (only)...`);
+  const record = await sec.run();
+  if (record) {
     const prev = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, 'utf8')) : {};
-    prev.peerModel = peerModel;
-    prev.peerModelCommand = `node bench/run.mjs --only peer-model${simd === 'relaxed' ? ' --simd relaxed' : ''}`;
+    prev[sec.key] = record;
+    prev[`${sec.key}Command`] = `node bench/run.mjs --only ${only}${quick ? ' --quick' : ''}${simd === 'relaxed' ? ' --simd relaxed' : ''}`;
     writeFileSync(resultsPath, JSON.stringify(prev, null, 1) + '\n');
-    printPeerModel(peerModel);
-  }
-  process.exit(0);
-}
-
-if (only === 'relaxed') {
-  const rows = simd === 'baseline' ? await benchRelaxed({ root: ROOT, baseline: wasmMod, quick, log }) : null;
-  if (rows) {
-    const prev = existsSync(resultsPath) ? JSON.parse(readFileSync(resultsPath, 'utf8')) : {};
-    prev.relaxedVsBaseline = rows;
-    writeFileSync(resultsPath, JSON.stringify(prev, null, 1) + '\n');
-    printRelaxed(rows);
+    sec.print(record);
   }
   process.exit(0);
 }
@@ -158,12 +155,9 @@ const prompt = text.slice(0, 1000);
 // The demo model as shipped (f16) and re-encoded to f32 and q8 by the CLI (`blockffn convert`
 // accepts a runtime package as its source).
 const variants = [['f16', modelDir]];
-const cli = join(ROOT, 'target/release/blockffn');
 for (const dtype of quick ? [] : ['f32', 'q8']) {
-  const out = join(ROOT, 'target/bench', `demo-${dtype}`);
-  const r = spawnSync(cli, ['convert', modelDir, out, '--dtype', dtype], { encoding: 'utf8' });
-  if (r.status === 0) variants.push([dtype, out]);
-  else log(`  demo ${dtype}: skipped (${r.error ? 'build the CLI: cargo build --release --features cli' : r.stderr.trim()})`);
+  const dir = demoAs(ROOT, dtype, log);
+  if (dir) variants.push([dtype, dir]);
 }
 for (const [dtype, dir] of variants) {
   log(`end to end: models/demo as ${dtype}...`);
