@@ -7,8 +7,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// `action` says what failed ("read", "write", "create"), so a full disk is not reported as a read.
+    #[error("cannot {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
 
     /// `config.json` is missing a key, has a wrong value, or names an unsupported variant.
     #[error("invalid config: {0}")]
@@ -53,7 +54,13 @@ impl Error {
         }
     }
 
+    /// A failed read of `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { action: "read", path: path.into(), source }
+    }
+
+    /// A failed write (or create, rename) of `path`.
+    pub fn io_write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { action: "write", path: path.into(), source }
     }
 }

@@ -126,3 +126,91 @@ pub fn assert_eval_matches(got: &Value, exp: &Value, name: &str) {
         close(&got["cls"][l], &exp["cls"][l], &format!("CLS_{l}"));
     }
 }
+
+/// Address-space cap of the hostile-input runs (RELIABILITY: a memory bomb must end in a typed
+/// error, not an allocation abort).
+pub const HOSTILE_AS_LIMIT_KIB: u64 = 1536 * 1024;
+/// Wall-clock limit of the hostile-input runs.
+pub const HOSTILE_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs the CLI under a 1.5 GiB address-space cap (`ulimit -v`) and a 20 s deadline, as the
+/// reliability reproductions do. Returns the output and the wall time; a run past the deadline is
+/// killed and reported as a failure of the test.
+pub fn run_capped(args: &[&str]) -> (Output, std::time::Duration) {
+    use std::process::Stdio;
+    let start = std::time::Instant::now();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {HOSTILE_AS_LIMIT_KIB} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_blockffn"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    // Drain the pipes on threads so a chatty child cannot block on a full pipe.
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut so, &mut b).ok();
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut se, &mut b).ok();
+        b
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > HOSTILE_TIME_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("blockffn {args:?} ran past {HOSTILE_TIME_LIMIT:?} (hang)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() };
+    (out, start.elapsed())
+}
+
+/// A hostile input must end in a clean, typed error: exit code 1 or 2, no panic, no abort (a
+/// signal), within the deadline and the address-space cap, with `needle` in the message.
+pub fn run_hostile(args: &[&str], needle: &str) -> String {
+    let (o, took) = run_capped(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let code = o.status.code();
+    assert!(!err.contains("panicked"), "blockffn {args:?} panicked: {err}");
+    assert!(matches!(code, Some(1) | Some(2)), "blockffn {args:?}: exit {:?} (want 1 or 2; a signal means an abort): {err}", o.status);
+    assert!(err.contains(needle), "blockffn {args:?}: expected `{needle}` in: {err}");
+    assert!(took < HOSTILE_TIME_LIMIT, "blockffn {args:?} took {took:?}");
+    err
+}
+
+/// Re-hashes every file a package's manifest lists, as an attacker who can change the weights
+/// can also change the manifest (the manifest is integrity, not authenticity).
+pub fn forge_manifest(dir: &Path) {
+    let p = dir.join("manifest.json");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let names: Vec<String> = m["files"].as_object().unwrap().keys().cloned().collect();
+    for n in names {
+        let b = std::fs::read(dir.join(&n)).unwrap();
+        m["files"][&n] = serde_json::json!({ "size": b.len(), "sha256": blockffn::package::sha256_hex(&b) });
+    }
+    std::fs::write(&p, serde_json::to_string(&m).unwrap()).unwrap();
+}
+
+/// A scratch copy of a runtime package directory (files only).
+pub fn package_copy(src: &Path, tag: &str) -> PathBuf {
+    let dst = scratch(tag);
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    dst
+}
