@@ -19,7 +19,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# 2) Rust: wasm32 target, wasm-bindgen-cli equal to the pinned crate version, wasm-pack.
+# 2) Rust: wasm32 target, wasm-bindgen-cli equal to the pinned crate version, wasm-pack, cargo-fuzz.
 rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || { log "rustup: wasm32 target"; rustup target add wasm32-unknown-unknown; }
 WBG_VER=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)".*/\1/p' Cargo.toml)
 if ! wasm-bindgen --version 2>/dev/null | grep -q " ${WBG_VER}\$"; then
@@ -30,6 +30,11 @@ fi
 if ! wasm-pack --version 2>/dev/null | grep -q "0.15.1"; then
   log "cargo install wasm-pack 0.15.1 (a few minutes)"
   cargo install -q wasm-pack --version 0.15.1 --locked
+fi
+# cargo-fuzz for the fuzz targets (scripts/fuzz.sh); works on the stable toolchain with -s none.
+if ! cargo fuzz --version 2>/dev/null | grep -q "0.13.2"; then
+  log "cargo install cargo-fuzz 0.13.2 (a minute or two)"
+  cargo install -q cargo-fuzz --version 0.13.2 --locked
 fi
 
 # 3) Python: the PyTorch reference model and its tests.

@@ -19,6 +19,9 @@ if node --experimental-wasm-relaxed-simd -e 0 2>/dev/null; then RELAXED_NODE_ARG
 RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR=target/relaxed NODE_ARGS="$RELAXED_NODE_ARGS" \
   cargo test --target wasm32-unknown-unknown --test wasm_node --test wasm_kernels
 
+echo "== fuzz targets (short budget)"
+bash scripts/fuzz.sh 15   # cargo-fuzz, 6 targets x 15 s; fails on any crash, memory cap or timeout
+
 echo "== Python: reference model, training objectives, corpus, trained export through the Rust CLI"
 BLOCKFFN_BIN="$PWD/target/debug/blockffn" python3 -m pytest train/tests -q
 
