@@ -32,8 +32,13 @@ export type Backend = 'wasm-simd128' | 'wasm-relaxed-simd';
 export function relaxedSimdSupported(): boolean;
 
 export interface CreateEngineOptions {
-  /** false (default): run in this thread. true: start a module Web Worker. A Worker: one running `blockffn/worker`. */
-  worker?: boolean | Worker;
+  /**
+   * false (default): run in this thread. true: start a module Web Worker. A Worker: one running
+   * `blockffn/worker`. A function returning such a Worker: called for the first worker and again to
+   * replace one that stopped. With true or a function, the next load() after the worker stopped
+   * (terminated, crashed, or its wasm trapped) starts a new one.
+   */
+  worker?: boolean | Worker | (() => Worker);
   wasm?: WasmSource;
   /**
    * Which packaged build to use when `wasm` is not given: 'auto' (default) picks
@@ -245,13 +250,16 @@ export interface Engine {
 }
 
 export interface WorkerEngine extends Engine {
+  /** The worker now in use (a new one after a stopped worker was replaced). */
   readonly worker: Worker;
+  /** How many times a stopped worker was replaced. */
+  readonly restarts: number;
   /** Stops the worker if this engine started it; the engine cannot be used afterwards. */
   terminate(): void;
 }
 
 export declare function createEngine(options?: CreateEngineOptions & { worker?: false }): Promise<Engine>;
-export declare function createEngine(options: CreateEngineOptions & { worker: true | Worker }): Promise<WorkerEngine>;
+export declare function createEngine(options: CreateEngineOptions & { worker: true | Worker | (() => Worker) }): Promise<WorkerEngine>;
 export declare function createEngine(options?: CreateEngineOptions): Promise<Engine>;
 
 export declare const CACHE_NAME: 'blockffn-v1';

@@ -15,7 +15,10 @@ export { renderChat, detectChatTemplate, chatStops } from './chat.js';
  * @param {{ worker?: boolean | Worker, wasm?: string | URL | BufferSource | WebAssembly.Module,
  *   simd?: 'auto' | 'relaxed' | 'baseline' }} [options]
  *   worker: false (default) runs in this thread; true starts a module Web Worker running
- *   blockffn/worker; a Worker instance (running blockffn/worker) is used as is.
+ *   blockffn/worker; a Worker instance (running blockffn/worker) is used as is; a function returning
+ *   such a Worker is called for the first worker and again to replace one that stopped. With true or
+ *   a function, a worker that stops (terminated, crashed, or its wasm trapped) is replaced on the
+ *   next load().
  *   wasm: where to load the .wasm from (default: the build next to the package that `simd` picks).
  *   simd: 'auto' (default: the relaxed-SIMD build where the JavaScript engine has relaxed SIMD,
  *   else the SIMD128 one), 'relaxed' or 'baseline'. One module per JS realm: the first engine of a
@@ -30,6 +33,7 @@ export async function createEngine(options = {}) {
   }
   let w = worker;
   let owns = false;
+  let spawn = null;
   if (w === true) {
     if (typeof Worker === 'undefined') {
       throw new BlockffnError(
@@ -37,16 +41,25 @@ export async function createEngine(options = {}) {
         'Web Workers are not available in this environment (e.g. Node); use createEngine({ worker: false })',
       );
     }
+    spawn = () => new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'blockffn' });
+  } else if (typeof w === 'function') {
+    spawn = w;
+  }
+  if (spawn) {
     try {
-      w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'blockffn' });
+      w = spawn();
     } catch (e) {
       throw toBlockffnError(e, 'cannot start the blockffn worker');
     }
     owns = true;
-  } else if (typeof w.postMessage !== 'function' || typeof w.addEventListener !== 'function') {
-    throw new BlockffnError('InvalidInput', 'worker must be true, false, or a Worker running blockffn/worker');
   }
-  const e = new WorkerEngine(w, { ownsWorker: owns });
+  if (!w || typeof w.postMessage !== 'function' || typeof w.addEventListener !== 'function') {
+    throw new BlockffnError(
+      'InvalidInput',
+      'worker must be true, false, a Worker running blockffn/worker, or a function that returns one',
+    );
+  }
+  const e = new WorkerEngine(w, { ownsWorker: owns, spawn });
   try {
     await e.init({ ...(wasm === undefined ? {} : { wasm: wasm instanceof URL ? wasm.href : wasm }), ...(simd === undefined ? {} : { simd }) });
   } catch (err) {

@@ -1,8 +1,16 @@
 // The main-thread side of the worker transport: same interface as LocalEngine, every call
 // forwarded to a Web Worker running js/worker.js.
+//
+// A worker can stop under the engine: `worker.terminate()` from elsewhere in the page, a trap in
+// its WebAssembly instance (js/worker.js then closes it: a trapped instance keeps a corrupt stack
+// pointer and borrow flags, and its memory never shrinks), or an uncaught error. The engine finds
+// out (a Web Lock the worker holds for its lifetime is released when it stops; the worker's own
+// `fatal` report; the worker's `error` event), fails every pending call with a typed error, and
+// the next `load()` or `init()` starts a new worker when the engine can make one (it started the
+// worker itself, or was given a function that makes workers).
 
 import { createChatCompletion } from './chat.js';
-import { BlockffnError, abortError, deserializeError } from './errors.js';
+import { BlockffnError, abortError, deserializeError, toBlockffnError } from './errors.js';
 
 const TAG = 'blockffn';
 
@@ -21,21 +29,75 @@ function absoluteSource(source) {
   return source;
 }
 
+/** The error of every call pending (or made) after the worker stopped. */
+function stoppedError(why) {
+  return new BlockffnError(
+    'Internal',
+    `the blockffn worker stopped (${why}); the model it held is gone — call engine.load() again ` +
+      '(it starts a new worker and loads the model into it)',
+  );
+}
+
+function lockManager() {
+  const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
+  return locks && typeof locks.request === 'function' && typeof AbortController === 'function' ? locks : null;
+}
+
+function randomId() {
+  if (typeof crypto !== 'undefined' && typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
 export class WorkerEngine {
   /**
    * @param {Worker} worker a worker running js/worker.js
-   * @param {{ ownsWorker?: boolean }} [options]
+   * @param {{ ownsWorker?: boolean, spawn?: () => Worker }} [options] `ownsWorker`: this engine
+   *   may terminate it; `spawn`: makes a replacement worker after one stopped (implies ownership).
    */
   constructor(worker, options = {}) {
-    this.worker = worker;
-    this._owns = !!options.ownsWorker;
+    this._spawn = typeof options.spawn === 'function' ? options.spawn : null;
+    this._owns = !!options.ownsWorker || !!this._spawn;
     this._nextId = 1;
     this._handlers = new Map(); // id → { result, error, progress, chunk, done }
-    this._dead = null;
-    this._onMessage = (ev) => {
+    this._dead = null; // the error of every call while no worker runs
+    this._terminated = false;
+    this._initOptions = {}; // wasm/simd of the first init, given again to a replacement worker
+    this._reviving = null;
+    /** How many times a stopped worker was replaced. */
+    this.restarts = 0;
+    this._attach(worker);
+    this.chat = { completions: { create: (req) => createChatCompletion(this, req) } };
+  }
+
+  _attach(worker) {
+    this.worker = worker;
+    const locks = lockManager();
+    let started = false;
+    const lockName = `blockffn-worker-${randomId()}`;
+    const watch = new AbortController();
+    const onMessage = (ev) => {
+      if (this.worker !== worker) return;
       const msg = ev.data;
       if (!msg || msg[TAG] !== 1) return;
+      started = true;
+      if (msg.type === 'watching') {
+        // The worker holds the lock until it stops: ours is granted then.
+        if (msg.lock === lockName && locks) {
+          locks
+            .request(lockName, { signal: watch.signal }, () => {
+              if (!watch.signal.aborted) this._lost(worker, stoppedError('it was terminated or crashed'));
+            })
+            .catch(() => {});
+        }
+        return;
+      }
       const h = this._handlers.get(msg.id);
+      if (msg.type === 'error' && msg.fatal) {
+        // The worker's WebAssembly instance trapped: this call gets the trap, the rest `stopped`.
+        if (h) h.error(deserializeError(msg.error));
+        this._lost(worker, stoppedError('its WebAssembly instance trapped during another request'));
+        return;
+      }
       if (!h) return;
       if (msg.type === 'result') h.result(msg.value);
       else if (msg.type === 'error') h.error(deserializeError(msg.error));
@@ -43,25 +105,96 @@ export class WorkerEngine {
       else if (msg.type === 'chunk') h.chunk && h.chunk(msg.chunk);
       else if (msg.type === 'done') h.done && h.done();
     };
-    this._onError = (ev) => {
-      const detail = ev && ev.message ? `: ${ev.message}` : '';
-      this._fail(
-        new BlockffnError(
-          'Unsupported',
-          `the blockffn worker failed to start or crashed${detail}; module workers need Chrome 80+, Firefox 114+ or Safari 15+`,
-        ),
-      );
+    const onError = (ev) => {
       if (ev && typeof ev.preventDefault === 'function') ev.preventDefault();
+      if (this.worker !== worker) return;
+      const detail = ev && ev.message ? `: ${ev.message}` : '';
+      this._lost(
+        worker,
+        started
+          ? stoppedError(`an uncaught error${detail}`)
+          : new BlockffnError(
+              'Unsupported',
+              `the blockffn worker failed to start${detail}; check that blockffn/worker is served (a bundler may ` +
+                'have moved it), and note that module workers need Chrome 80+, Firefox 114+ or Safari 15+',
+            ),
+      );
     };
-    worker.addEventListener('message', this._onMessage);
-    worker.addEventListener('error', this._onError);
-    this.chat = { completions: { create: (req) => createChatCompletion(this, req) } };
+    const onMessageError = () => {
+      if (this.worker !== worker) return;
+      this._lost(worker, stoppedError('a message from it could not be read'));
+    };
+    worker.addEventListener('message', onMessage);
+    worker.addEventListener('error', onError);
+    worker.addEventListener('messageerror', onMessageError);
+    this._detach = () => {
+      watch.abort();
+      worker.removeEventListener('message', onMessage);
+      worker.removeEventListener('error', onError);
+      worker.removeEventListener('messageerror', onMessageError);
+    };
+    if (locks) {
+      try {
+        this._post({ type: 'watch', lock: lockName });
+      } catch {
+        /* a worker that cannot be posted to fails the first call */
+      }
+    }
+  }
+
+  /** `worker` stopped (or must not be used again): every pending call fails with `err`. */
+  _lost(worker, err) {
+    if (this.worker !== worker || this._dead) return;
+    this._fail(err);
+    this._detach();
+    if (this._owns) {
+      try {
+        worker.terminate();
+      } catch {
+        /* already gone */
+      }
+    }
   }
 
   _fail(err) {
     this._dead = err;
     for (const h of [...this._handlers.values()]) h.error(err);
     this._handlers.clear();
+  }
+
+  /** After the worker stopped: a new one, initialised as the first was. */
+  _revive() {
+    if (!this._dead) return Promise.resolve();
+    if (this._terminated) return Promise.reject(this._dead);
+    if (!this._spawn) {
+      return Promise.reject(
+        new BlockffnError(
+          'Internal',
+          `${this._dead.message}. This engine was given a Worker and cannot start another: create a new engine with ` +
+            'a new worker, or pass createEngine({ worker: () => new Worker(…) }) so the engine can replace it',
+        ),
+      );
+    }
+    if (!this._reviving) {
+      this._reviving = (async () => {
+        let w;
+        try {
+          w = this._spawn();
+        } catch (e) {
+          throw toBlockffnError(e, 'cannot start a new blockffn worker');
+        }
+        if (!w || typeof w.postMessage !== 'function' || typeof w.addEventListener !== 'function') {
+          throw new BlockffnError('InvalidInput', 'the worker function must return a Worker running blockffn/worker');
+        }
+        this._dead = null;
+        this.restarts++;
+        this._attach(w);
+        await this._call('init', [this._initOptions]);
+      })().finally(() => {
+        this._reviving = null;
+      });
+    }
+    return this._reviving;
   }
 
   _post(msg) {
@@ -73,7 +206,13 @@ export class WorkerEngine {
       if (this._dead) return reject(this._dead);
       if (signal && signal.aborted) return reject(abortError(signal));
       const id = this._nextId++;
-      const onAbort = () => this._post({ type: 'abort', id });
+      const onAbort = () => {
+        try {
+          this._post({ type: 'abort', id });
+        } catch {
+          /* the worker is gone: its loss fails the call */
+        }
+      };
       const end = () => {
         this._handlers.delete(id);
         signal && signal.removeEventListener('abort', onAbort);
@@ -107,12 +246,21 @@ export class WorkerEngine {
     });
   }
 
-  init(options = {}) {
+  async init(options = {}) {
+    if (options && (options.wasm !== undefined || options.simd !== undefined)) {
+      this._initOptions = { wasm: options.wasm, simd: options.simd };
+    }
+    if (this._dead) {
+      await this._revive();
+      return true;
+    }
     return this._call('init', [options]);
   }
 
-  load(source, options = {}) {
+  async load(source, options = {}) {
     const { onProgress, signal, ...rest } = options;
+    if (signal && signal.aborted) throw abortError(signal);
+    if (this._dead) await this._revive();
     return this._call('load', [absoluteSource(source), { ...rest, progress: !!onProgress }], { signal, onProgress });
   }
 
@@ -138,10 +286,17 @@ export class WorkerEngine {
 
   /** Stops the worker (only one this engine created); the engine cannot be used afterwards. */
   terminate() {
-    this._fail(new BlockffnError('InvalidInput', 'this engine was terminated; create a new one'));
-    this.worker.removeEventListener('message', this._onMessage);
-    this.worker.removeEventListener('error', this._onError);
-    if (this._owns) this.worker.terminate();
+    this._terminated = true;
+    if (!this._dead) this._fail(new BlockffnError('InvalidInput', 'this engine was terminated; create a new one'));
+    else this._dead = new BlockffnError('InvalidInput', 'this engine was terminated; create a new one');
+    this._detach();
+    if (this._owns) {
+      try {
+        this.worker.terminate();
+      } catch {
+        /* already gone */
+      }
+    }
   }
 
   generate(prompt, options = {}) {
@@ -160,9 +315,16 @@ export class WorkerEngine {
         w();
       }
     };
+    const postAbort = () => {
+      try {
+        self._post({ type: 'abort', id });
+      } catch {
+        /* the worker is gone */
+      }
+    };
     const onAbort = () => {
       if (finished) return;
-      self._post({ type: 'abort', id });
+      postAbort();
       queue.length = 0;
       error = abortError(signal);
       finished = true;
@@ -235,7 +397,7 @@ export class WorkerEngine {
         }
       },
       async return(value) {
-        if (started && !finished) self._post({ type: 'abort', id });
+        if (started && !finished) postAbort();
         finished = true;
         error = null;
         queue.length = 0;

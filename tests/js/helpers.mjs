@@ -32,6 +32,15 @@ export function cliGenerate(args) {
   return JSON.parse(out);
 }
 
+/** `blockffn generate --model MODEL ... --json` → { ids, text }, for a package other than FIXTURE. */
+export function cliGenerateModel(model, args) {
+  const out = execFileSync(cliBinary(), ['generate', '--model', model, ...args, '--json'], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return JSON.parse(out);
+}
+
 /** `blockffn logits --model FIXTURE --ids ... --experts` → active_experts[layer][position]. */
 export function cliExperts(ids) {
   const out = execFileSync(cliBinary(), ['logits', '--model', FIXTURE, '--ids', ids.join(','), '--experts'], {
