@@ -10,7 +10,7 @@
 
 import { LocalEngine } from './engine.js';
 import { serializeError } from './errors.js';
-import { wasmMemoryBytes } from './wasm.js';
+import * as wasmModule from './wasm.js';
 
 const TAG = 'blockffn';
 const scope = globalThis;
@@ -23,12 +23,18 @@ const AFTER_TRAP = /attempted to take ownership of Rust value while it was borro
 
 /** Whether `e` (or an error it wraps) comes from a trap of the WebAssembly instance. */
 function isTrap(e) {
-  for (let x = e, depth = 0; x && depth < 8; x = x.cause, depth++) {
+  for (let x = e, depth = 0; x && typeof x === 'object' && depth < 8; x = x.cause, depth++) {
     if (typeof WebAssembly !== 'undefined' && x instanceof WebAssembly.RuntimeError) return true;
+    if (x instanceof RangeError && /call stack/i.test(x.message)) return true; // wasm stack overflow
     if (x instanceof Error && AFTER_TRAP.test(x.message)) return true;
   }
   return false;
 }
+
+// Where the engine replaces a trapped instance in place (wasm.js's epoch), a call during which the
+// epoch moved saw a trap even if its error no longer says so.
+const epochNow = () => (typeof wasmModule.wasmEpoch === 'function' ? wasmModule.wasmEpoch() : 0);
+const memoryBytes = () => (typeof wasmModule.wasmMemoryBytes === 'function' ? wasmModule.wasmMemoryBytes() : 0);
 
 function stopAfterTrap(id, e) {
   let detail = e instanceof Error ? e.message : String(e);
@@ -38,7 +44,7 @@ function stopAfterTrap(id, e) {
       break;
     }
   }
-  const mib = Math.round(wasmMemoryBytes() / 1024 ** 2);
+  const mib = Math.round(memoryBytes() / 1024 ** 2);
   const err = {
     code: 'Internal',
     message:
@@ -60,6 +66,7 @@ function post(msg, transfer) {
 async function handleCall(id, method, args) {
   const ctrl = new AbortController();
   controllers.set(id, ctrl);
+  const epoch = epochNow();
   try {
     switch (method) {
       case 'init': {
@@ -103,7 +110,7 @@ async function handleCall(id, method, args) {
     }
   } catch (e) {
     if (trapped) post({ type: 'error', id, error: trapped, fatal: true });
-    else if (isTrap(e)) stopAfterTrap(id, e);
+    else if (isTrap(e) || epochNow() !== epoch) stopAfterTrap(id, e);
     else post({ type: 'error', id, error: serializeError(e) });
   } finally {
     controllers.delete(id);
