@@ -62,6 +62,7 @@ pub struct MlaDims {
 }
 
 impl MlaDims {
+    /// Cannot overflow: each part is at most [`MAX_HEAD_DIM`] (checked when the config is read).
     pub fn q_head_dim(&self) -> usize {
         self.qk_nope_head_dim + self.qk_rope_head_dim
     }
@@ -104,6 +105,37 @@ pub struct ModelConfig {
 
 /// Largest vocabulary we accept (the released Small–XLarge models use 122,753).
 pub const MAX_VOCAB: usize = 1 << 20;
+/// Largest FFN width: `num_experts · expert_size` (BlockFFN) or `intermediate_size` (dense).
+pub const MAX_FFN_WIDTH: u64 = 1 << 20;
+/// Largest attention head dimension (each of qk_nope / qk_rope / v, and a GQA head).
+pub const MAX_HEAD_DIM: usize = 1 << 11;
+
+/// Upper bound of every integer config key. A browser tab holds at most a few GiB, so these sit
+/// far above the largest released size (XLarge: 24 layers, hidden 1,280, Ne·de 7,168; 2.8B:
+/// hidden 2,048, Ne·de 16,384) yet keep every derived table small and every shape product far
+/// from overflow, natively and on wasm32 (`layout::tensor_table` still multiplies with checks).
+pub const LIMITS: &[(&str, u64)] = &[
+    ("vocab_size", MAX_VOCAB as u64),
+    ("hidden_size", 1 << 15),
+    ("num_hidden_layers", 1024),
+    ("num_attention_heads", 1024),
+    ("num_key_value_heads", 1024),
+    ("max_position_embeddings", 1 << 20),
+    ("q_lora_rank", 1 << 15),
+    ("kv_lora_rank", 1 << 15),
+    ("qk_nope_head_dim", MAX_HEAD_DIM as u64),
+    ("qk_rope_head_dim", MAX_HEAD_DIM as u64),
+    ("v_head_dim", MAX_HEAD_DIM as u64),
+    ("num_experts", u16::MAX as u64),
+    ("expert_size", 1 << 20),
+    ("moe_top_k", u16::MAX as u64),
+    ("intermediate_size", MAX_FFN_WIDTH),
+];
+
+/// The bound of `key` in [`LIMITS`] (keys without one are not integers the engine sizes by).
+fn limit(key: &str) -> u64 {
+    LIMITS.iter().find(|(k, _)| *k == key).map_or(u64::MAX, |&(_, v)| v)
+}
 
 struct Keys<'a>(&'a Map<String, Value>);
 
@@ -114,11 +146,21 @@ impl Keys<'_> {
     fn req(&self, key: &str) -> Result<&Value> {
         self.get(key).ok_or_else(|| Error::InvalidConfig(format!("missing key `{key}`")))
     }
+    /// A non-negative integer no larger than the key's entry in [`LIMITS`] (compared as u64, so a
+    /// 64-bit value can never be truncated to fit a 32-bit `usize`).
     fn usize(&self, key: &str) -> Result<usize> {
         let v = self.req(key)?;
-        v.as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| Error::InvalidConfig(format!("`{key}` must be a non-negative integer, got {v}")))
+        let n = v
+            .as_u64()
+            .ok_or_else(|| Error::InvalidConfig(format!("`{key}` must be a non-negative integer, got {v}")))?;
+        let max = limit(key);
+        if n > max {
+            return Err(Error::InvalidConfig(format!(
+                "`{key}` {n} exceeds the supported maximum {max} (well above every released BlockFFN size); \
+                 the config is damaged or not a BlockFFN model"
+            )));
+        }
+        usize::try_from(n).map_err(|_| Error::InvalidConfig(format!("`{key}` {n} does not fit this platform")))
     }
     fn pos_usize(&self, key: &str) -> Result<usize> {
         match self.usize(key)? {
@@ -126,13 +168,15 @@ impl Keys<'_> {
             n => Ok(n),
         }
     }
+    /// A number that stays finite as an f32 (1e39 is a finite f64 but an infinite f32).
     fn f32(&self, key: &str) -> Result<f32> {
         let v = self.req(key)?;
         let x = v.as_f64().ok_or_else(|| Error::InvalidConfig(format!("`{key}` must be a number, got {v}")))?;
-        if !x.is_finite() {
-            return Err(Error::InvalidConfig(format!("`{key}` must be finite")));
+        let y = x as f32;
+        if !y.is_finite() {
+            return Err(Error::InvalidConfig(format!("`{key}` {x} is not a finite 32-bit float (|x| < 3.4e38)")));
         }
-        Ok(x as f32)
+        Ok(y)
     }
     fn pos_f32(&self, key: &str) -> Result<f32> {
         let x = self.f32(key)?;
@@ -150,20 +194,28 @@ impl Keys<'_> {
         v.as_str().ok_or_else(|| Error::InvalidConfig(format!("`{key}` must be a string, got {v}")))
     }
     fn opt_token(&self, key: &str) -> Result<Option<u32>> {
+        let id = |v: &Value| {
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| Error::InvalidConfig(format!("`{key}` must be a token id (an integer below 2^32), got {v}")))
+        };
         match self.get(key) {
             None => Ok(None),
-            // Some configs list several EOS ids; the first is the one we stop on.
-            Some(Value::Array(a)) => Ok(a.first().and_then(Value::as_u64).map(|n| n as u32)),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as u32))
-                .ok_or_else(|| Error::InvalidConfig(format!("`{key}` must be a token id, got {v}"))),
+            // Some configs list several EOS ids; the first is the one we stop on. Every entry must
+            // still be an id, so `["2"]` is an error rather than a silent "no EOS".
+            Some(Value::Array(a)) => {
+                let ids = a.iter().map(id).collect::<Result<Vec<u32>>>()?;
+                Ok(ids.first().copied())
+            }
+            Some(v) => id(v).map(Some),
         }
     }
 }
 
 impl ModelConfig {
     pub fn from_json_str(text: &str) -> Result<Self> {
+        // Editors on Windows save JSON with a UTF-8 byte-order mark; it is not part of the document.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: Value = serde_json::from_str(text)
             .map_err(|e| Error::InvalidConfig(format!("config.json is not valid JSON: {e}")))?;
         let map = value.as_object().ok_or_else(|| Error::InvalidConfig("config.json must be a JSON object".into()))?;
@@ -175,9 +227,6 @@ impl ModelConfig {
         let hidden_size = k.pos_usize("hidden_size")?;
         let num_attention_heads = k.pos_usize("num_attention_heads")?;
         let vocab_size = k.pos_usize("vocab_size")?;
-        if vocab_size > MAX_VOCAB {
-            return Err(Error::InvalidConfig(format!("`vocab_size` {vocab_size} exceeds the supported {MAX_VOCAB}")));
-        }
 
         if let Some(v) = k.get("rope_scaling") {
             return Err(Error::InvalidConfig(format!(
@@ -218,6 +267,11 @@ impl ModelConfig {
                     )));
                 }
                 let head_dim = hidden_size / num_attention_heads;
+                if head_dim > MAX_HEAD_DIM {
+                    return Err(Error::InvalidConfig(format!(
+                        "head dim {head_dim} (`hidden_size` / `num_attention_heads`) exceeds the supported {MAX_HEAD_DIM}"
+                    )));
+                }
                 let num_key_value_heads = match k.get("num_key_value_heads") {
                     None => num_attention_heads,
                     Some(_) => k.pos_usize("num_key_value_heads")?,
@@ -266,9 +320,6 @@ impl ModelConfig {
                     None => 1.0,
                     Some(_) => k.pos_f32("norm_scale")?,
                 };
-                if num_experts > u16::MAX as usize {
-                    return Err(Error::InvalidConfig(format!("`num_experts` {num_experts} is too large")));
-                }
                 let router = if softmax_router {
                     let top_k = k.pos_usize("moe_top_k")?;
                     if top_k > num_experts {
@@ -280,7 +331,18 @@ impl ModelConfig {
                 } else {
                     Router::Relu(router_norm)
                 };
-                Ffn::Block { layout, num_experts, expert_size: k.pos_usize("expert_size")?, router, norm_scale }
+                let expert_size = k.pos_usize("expert_size")?;
+                // Ne·de is the width of every expert tensor; bounding it keeps each shape product
+                // below 2^32 (wasm32's usize) with the other limits.
+                match num_experts.checked_mul(expert_size) {
+                    Some(w) if w as u64 <= MAX_FFN_WIDTH => {}
+                    _ => {
+                        return Err(Error::InvalidConfig(format!(
+                            "`num_experts` × `expert_size` = {num_experts} × {expert_size} exceeds the supported FFN width {MAX_FFN_WIDTH}"
+                        )))
+                    }
+                }
+                Ffn::Block { layout, num_experts, expert_size, router, norm_scale }
             }
             "vanilla" => Ffn::Dense {
                 intermediate_size: k.pos_usize("intermediate_size")?,

@@ -81,6 +81,16 @@ pub struct EvalReport {
 /// Perplexity and sparsity of `ids` (one document; BOS already first). Ids are split into segments
 /// of at most the model's context, each run from an empty cache.
 pub fn evaluate(model: &Model, ids: &[u32], mode: FfnMode) -> Result<EvalReport> {
+    evaluate_with_progress(model, ids, mode, |_| {})
+}
+
+/// [`evaluate`], calling `progress(tokens_done)` as segments finish (from any thread).
+pub fn evaluate_with_progress(
+    model: &Model,
+    ids: &[u32],
+    mode: FfnMode,
+    progress: impl Fn(usize) + Sync,
+) -> Result<EvalReport> {
     if ids.len() < 2 {
         return Err(Error::InvalidInput("evaluation needs a text of at least one token after BOS".into()));
     }
@@ -89,7 +99,12 @@ pub fn evaluate(model: &Model, ids: &[u32], mode: FfnMode) -> Result<EvalReport>
         model.check_ids(&model.new_cache(), seg)?;
     }
     let segs: Vec<&[u32]> = ids.chunks(max).collect();
-    let results = map_segments(&segs, |seg| eval_segment(model, seg, mode));
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let results = map_segments(&segs, |seg| {
+        let r = eval_segment(model, seg, mode);
+        progress(done.fetch_add(seg.len(), std::sync::atomic::Ordering::Relaxed) + seg.len());
+        r
+    });
     let mut nll = 0.0f64;
     let mut tokens = 0usize;
     let mut segments: Vec<ActiveSets> = Vec::with_capacity(results.len());

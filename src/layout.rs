@@ -40,6 +40,13 @@ fn same(name: String, shape: Vec<usize>, keep_f32: bool) -> TensorEntry {
     }
 }
 
+/// `a · b` for a shape. The config's limits (`config::LIMITS`, `MAX_FFN_WIDTH`, `MAX_HEAD_DIM`)
+/// keep every such product below 2^32; saturating instead of wrapping means that even a config
+/// built around those checks yields a shape no real tensor matches (an error, never a wrap to 0).
+fn mul(a: usize, b: usize) -> usize {
+    a.saturating_mul(b)
+}
+
 /// Every tensor of a checkpoint with this config, in forward order.
 pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
     let h = cfg.hidden_size;
@@ -55,28 +62,28 @@ pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
                     Some(r) => {
                         t.push(same(format!("{p}.self_attn.q_a_proj.weight"), vec![r, h], false));
                         t.push(same(format!("{p}.self_attn.q_a_layernorm.weight"), vec![r], true));
-                        t.push(same(format!("{p}.self_attn.q_b_proj.weight"), vec![heads * qhd, r], false));
+                        t.push(same(format!("{p}.self_attn.q_b_proj.weight"), vec![mul(heads, qhd), r], false));
                     }
-                    None => t.push(same(format!("{p}.self_attn.q_proj.weight"), vec![heads * qhd, h], false)),
+                    None => t.push(same(format!("{p}.self_attn.q_proj.weight"), vec![mul(heads, qhd), h], false)),
                 }
                 t.push(same(
                     format!("{p}.self_attn.kv_a_proj_with_mqa.weight"),
-                    vec![d.kv_lora_rank + d.qk_rope_head_dim, h],
+                    vec![d.kv_lora_rank.saturating_add(d.qk_rope_head_dim), h],
                     false,
                 ));
                 t.push(same(format!("{p}.self_attn.kv_a_layernorm.weight"), vec![d.kv_lora_rank], true));
                 t.push(same(
                     format!("{p}.self_attn.kv_b_proj.weight"),
-                    vec![heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank],
+                    vec![mul(heads, d.qk_nope_head_dim.saturating_add(d.v_head_dim)), d.kv_lora_rank],
                     false,
                 ));
-                t.push(same(format!("{p}.self_attn.o_proj.weight"), vec![h, heads * d.v_head_dim], false));
+                t.push(same(format!("{p}.self_attn.o_proj.weight"), vec![h, mul(heads, d.v_head_dim)], false));
             }
             Attention::Vanilla { num_key_value_heads: kvh, head_dim: hd } => {
-                t.push(same(format!("{p}.self_attn.q_proj.weight"), vec![heads * hd, h], false));
-                t.push(same(format!("{p}.self_attn.k_proj.weight"), vec![kvh * hd, h], false));
-                t.push(same(format!("{p}.self_attn.v_proj.weight"), vec![kvh * hd, h], false));
-                t.push(same(format!("{p}.self_attn.o_proj.weight"), vec![h, heads * hd], false));
+                t.push(same(format!("{p}.self_attn.q_proj.weight"), vec![mul(heads, *hd), h], false));
+                t.push(same(format!("{p}.self_attn.k_proj.weight"), vec![mul(*kvh, *hd), h], false));
+                t.push(same(format!("{p}.self_attn.v_proj.weight"), vec![mul(*kvh, *hd), h], false));
+                t.push(same(format!("{p}.self_attn.o_proj.weight"), vec![h, mul(heads, *hd)], false));
             }
         }
         t.push(same(format!("{p}.post_attention_layernorm.weight"), vec![h], true));
@@ -90,13 +97,13 @@ pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
                     FfnType::Block => {
                         (vec![ne, de, h], vec![ne, h, de], Transform::TransposeDownBlocks { experts: ne })
                     }
-                    _ => (vec![ne * de, h], vec![h, ne * de], Transform::TransposeDown),
+                    _ => (vec![mul(ne, de), h], vec![h, mul(ne, de)], Transform::TransposeDown),
                 };
                 t.push(TensorEntry {
                     hf_name: format!("{p}.mlp.up_proj"),
                     hf_shape: up_shape,
                     rt_name: format!("{p}.mlp.up_proj"),
-                    rt_shape: vec![ne * de, h],
+                    rt_shape: vec![mul(ne, de), h],
                     transform: Transform::Identity,
                     keep_f32: false,
                 });
@@ -104,7 +111,7 @@ pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
                     hf_name: format!("{p}.mlp.down_proj"),
                     hf_shape: down_shape,
                     rt_name: format!("{p}.mlp.down_proj_t"),
-                    rt_shape: vec![ne * de, h],
+                    rt_shape: vec![mul(ne, de), h],
                     transform: down_tf,
                     keep_f32: false,
                 });

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ModelConfig;
 use crate::model::Model;
-use crate::weights::{AlignedBuf, WeightStore};
+use crate::weights::{AlignedBuf, DType, WeightStore};
 use crate::{Error, Result};
 
 pub const FORMAT: &str = "blockffn-runtime";
@@ -40,9 +40,23 @@ pub struct Manifest {
     pub converter: Option<String>,
 }
 
+/// Largest `manifest.json` accepted (a real one is a few hundred bytes).
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// Largest `config.json` accepted (a real one is 1–2 KB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Largest `tokenizer.json` accepted (122,753-token vocabularies are ~5 MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+
 impl Manifest {
     pub fn parse(text: &str) -> Result<Self> {
-        let m: Manifest = serde_json::from_str(text)
+        if text.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(Error::InvalidCheckpoint(format!(
+                "manifest.json is {} bytes, more than the {MAX_MANIFEST_BYTES} a manifest can be; it is not a blockffn manifest",
+                text.len()
+            )));
+        }
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut m: Manifest = serde_json::from_str(text)
             .map_err(|e| Error::InvalidCheckpoint(format!("manifest.json is not a valid manifest: {e}")))?;
         if m.format != FORMAT {
             return Err(Error::InvalidCheckpoint(format!(
@@ -60,6 +74,22 @@ impl Manifest {
             if !m.files.contains_key(required) {
                 return Err(Error::InvalidCheckpoint(format!("manifest.json does not list {required}")));
             }
+        }
+        for (name, e) in m.files.iter_mut() {
+            // Hex digests compare case-insensitively; stored lower-case like sha256_hex writes them.
+            if e.sha256.len() != 64 || !e.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::InvalidCheckpoint(format!(
+                    "manifest.json: the sha256 of {name} must be 64 hex digits, got \"{}\"",
+                    e.sha256.escape_debug()
+                )));
+            }
+            e.sha256.make_ascii_lowercase();
+        }
+        if !["f32", "f16", "bf16", "q8"].contains(&m.dtype.as_str()) {
+            return Err(Error::InvalidCheckpoint(format!(
+                "manifest.json has dtype \"{}\" (runtime packages are f32, f16, bf16 or q8)",
+                m.dtype.escape_debug()
+            )));
         }
         Ok(m)
     }
@@ -108,10 +138,84 @@ pub fn model_from_parts(config_json: &str, weights: AlignedBuf) -> Result<Model>
     Model::new(config, store)
 }
 
+/// Checks the manifest's `dtype` against the stored weight matrices, so a package reports what it
+/// really holds: every matrix not kept in f32 (norms, routers) must be stored in that dtype; in q8,
+/// matrices whose rows are not whole 32-weight blocks stay f32 and at least one must be int8.
+pub fn check_dtype(model: &Model, dtype: &str) -> Result<()> {
+    let stored = model.matrix_dtypes();
+    let ok = match dtype {
+        "f32" => stored.iter().all(|d| *d == DType::F32),
+        "f16" => stored.iter().all(|d| *d == DType::F16),
+        "bf16" => stored.iter().all(|d| *d == DType::BF16),
+        "q8" => stored.iter().all(|d| matches!(d, DType::I8 | DType::F32)) && stored.contains(&DType::I8),
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = stored.iter().map(|d| d.name()).collect();
+    names.sort_unstable();
+    names.dedup();
+    Err(Error::InvalidCheckpoint(format!(
+        "manifest.json says dtype \"{dtype}\" but the weight matrices are stored as {}; the package was altered — convert it again",
+        names.join(" and ")
+    )))
+}
+
+/// Reads one of the package's small files: at most `cap` bytes (the manifest's record for it, or
+/// the manifest's own cap).
 #[cfg(not(target_arch = "wasm32"))]
-fn read_small(dir: &Path, name: &str) -> Result<Vec<u8>> {
-    let p = dir.join(name);
-    std::fs::read(&p).map_err(|e| Error::io(p, e))
+fn read_small(dir: &Path, name: &str, cap: u64) -> Result<Vec<u8>> {
+    let bytes = read_capped(&dir.join(name), cap)?;
+    if bytes.len() as u64 <= cap {
+        return Ok(bytes);
+    }
+    Err(if name == MANIFEST_FILE {
+        Error::InvalidCheckpoint(format!("{name} is larger than the {cap} bytes a manifest can be; it is not a blockffn package"))
+    } else {
+        Error::IntegrityMismatch(format!(
+            "{name} is larger than the {cap} bytes manifest.json records; the file is replaced or corrupted — download or convert it again"
+        ))
+    })
+}
+
+/// Reads a file of at most `cap` bytes that must be a regular file; see [`read_capped`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let bytes = read_capped(path, cap)?;
+    if bytes.len() as u64 > cap {
+        return Err(Error::InvalidInput(format!("{} is larger than the {cap} bytes accepted here", path.display())));
+    }
+    Ok(bytes)
+}
+
+/// Reads at most `cap + 1` bytes of a regular file (never a FIFO or a device, which could block or
+/// never end): one byte past the cap tells a longer file, and a file growing underneath cannot make
+/// the read unbounded.
+#[cfg(not(target_arch = "wasm32"))]
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let mut bytes = Vec::new();
+    f.take(cap.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
+}
+
+/// Opens `path` for reading only if it is a regular file. `metadata` is checked before opening
+/// (opening a FIFO blocks until a writer appears) and again on the open handle.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_regular(path: &Path) -> Result<std::fs::File> {
+    let not_regular =
+        || Error::InvalidCheckpoint(format!("{} is not a regular file (a device, FIFO or folder)", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    if !f.metadata().map_err(|e| Error::io(path, e))?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(f)
 }
 
 /// Loads a converted model directory, verifying every listed file against the manifest.
@@ -133,15 +237,17 @@ pub fn load_dir(dir: &Path) -> Result<Package> {
         }
         return Err(Error::InvalidCheckpoint(format!("{} has no manifest.json{hint}", dir.display())));
     }
-    let manifest = Manifest::parse(&String::from_utf8_lossy(&read_small(dir, MANIFEST_FILE)?))?;
+    let manifest = Manifest::parse(&String::from_utf8_lossy(&read_small(dir, MANIFEST_FILE, MAX_MANIFEST_BYTES)?))?;
+    // Small files are read no further than the manifest's size (+1 to see a longer file).
+    let listed = |name: &str, cap: u64| manifest.files.get(name).map_or(0, |e| e.size).min(cap);
 
-    let config_bytes = read_small(dir, CONFIG_FILE)?;
+    let config_bytes = read_small(dir, CONFIG_FILE, listed(CONFIG_FILE, MAX_CONFIG_BYTES))?;
     manifest.verify(CONFIG_FILE, &config_bytes)?;
     let config_json =
         String::from_utf8(config_bytes).map_err(|_| Error::InvalidConfig("config.json is not UTF-8".into()))?;
 
     let tokenizer_json = if manifest.files.contains_key(TOKENIZER_FILE) {
-        let t = read_small(dir, TOKENIZER_FILE)?;
+        let t = read_small(dir, TOKENIZER_FILE, listed(TOKENIZER_FILE, MAX_TOKENIZER_BYTES))?;
         manifest.verify(TOKENIZER_FILE, &t)?;
         Some(t)
     } else {
@@ -149,7 +255,7 @@ pub fn load_dir(dir: &Path) -> Result<Package> {
     };
 
     let wpath = dir.join(WEIGHTS_FILE);
-    let mut f = std::fs::File::open(&wpath).map_err(|e| Error::io(&wpath, e))?;
+    let mut f = open_regular(&wpath)?;
     let len = f.metadata().map_err(|e| Error::io(&wpath, e))?.len();
     let expected = manifest.files[WEIGHTS_FILE].size;
     if len != expected {
@@ -162,5 +268,6 @@ pub fn load_dir(dir: &Path) -> Result<Package> {
     f.read_exact(buf.as_bytes_mut()).map_err(|e| Error::io(&wpath, e))?;
     manifest.verify(WEIGHTS_FILE, buf.as_bytes())?;
     let model = model_from_parts(&config_json, buf)?;
+    check_dtype(&model, &manifest.dtype)?;
     Ok(Package { manifest, model, tokenizer_json })
 }

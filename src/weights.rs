@@ -203,20 +203,26 @@ impl WeightStore {
         if bytes.len() < 8 {
             return Err(bad(format!("file is {} bytes, too short to hold a header (truncated?)", bytes.len())));
         }
-        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-        if n > bytes.len() - 8 {
-            return Err(bad(format!(
-                "header of {n} bytes runs past the end of the {}-byte file (truncated?)",
-                bytes.len()
-            )));
-        }
+        let mut len8 = [0u8; 8];
+        len8.copy_from_slice(&bytes[..8]);
+        let claimed = u64::from_le_bytes(len8);
+        // Compared as u64: on wasm32 a cast to usize would drop the high bits of 2^32 + n.
+        let n = match usize::try_from(claimed) {
+            Ok(n) if n <= bytes.len() - 8 => n,
+            _ => {
+                return Err(bad(format!(
+                    "header of {claimed} bytes runs past the end of the {}-byte file (truncated?)",
+                    bytes.len()
+                )))
+            }
+        };
         let header: HashMap<String, serde_json::Value> =
             serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
         let data_start = 8 + n;
         let data_len = bytes.len() - data_start;
         let mut tensors = HashMap::new();
         let mut metadata = HashMap::new();
-        let mut covered = 0usize;
+        let mut ranges: Vec<(usize, usize, String)> = Vec::new();
         for (name, value) in header {
             if name == "__metadata__" {
                 metadata = serde_json::from_value(value).map_err(|e| bad(format!("bad __metadata__: {e}")))?;
@@ -241,12 +247,10 @@ impl WeightStore {
             if !start.is_multiple_of(dtype.size()) {
                 return Err(bad(format!("tensor `{name}` is not aligned for {}; re-convert it", dtype.name())));
             }
-            covered += b - a;
+            ranges.push((a, b, name.clone()));
             tensors.insert(name, TensorInfo { dtype, shape: e.shape, start, end: data_start + b, q8_scales: None });
         }
-        if covered != data_len {
-            return Err(bad(format!("tensors cover {covered} of {data_len} data bytes (corrupt file)")));
-        }
+        check_tiling(&mut ranges, data_len).map_err(bad)?;
         pair_q8_scales(&mut tensors).map_err(bad)?;
         Ok(WeightStore { buf, tensors, metadata })
     }
@@ -312,6 +316,27 @@ impl WeightStore {
         debug_assert_eq!(t.dtype, DType::F32);
         bytemuck::cast_slice(&self.buf.as_bytes()[t.start..t.end])
     }
+}
+
+/// The tensors' byte ranges must tile the data section exactly: sorted by start, each begins where
+/// the previous ends and the last ends at `data_len`. A sum-of-lengths check alone would accept two
+/// tensors sharing bytes (the converter's reader refuses such files too).
+fn check_tiling(ranges: &mut [(usize, usize, String)], data_len: usize) -> std::result::Result<(), String> {
+    ranges.sort_unstable();
+    let mut at = 0usize;
+    for (a, b, name) in ranges.iter() {
+        if *a < at {
+            return Err(format!("tensor `{name}` (bytes {a}..{b}) overlaps the tensor before it (corrupt file)"));
+        }
+        if *a > at {
+            return Err(format!("bytes {at}..{a} of the data section belong to no tensor (corrupt file)"));
+        }
+        at = *b;
+    }
+    if at != data_len {
+        return Err(format!("tensors cover {at} of {data_len} data bytes (corrupt file)"));
+    }
+    Ok(())
 }
 
 /// Attaches every `NAME.q8_scales` tensor to its `I8` tensor `NAME` and removes it from the index.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use blockffn::convert::{convert_dir, OutDtype};
-use blockffn::generate::{evaluate, generate, GenerateOptions};
+use blockffn::generate::{evaluate_with_progress, generate, GenerateOptions};
 use blockffn::model::{FfnMode, Logits};
 use blockffn::package::{load_dir, Package};
 use blockffn::sampling::{Sampler, SamplingParams};
@@ -38,8 +38,12 @@ enum Cmd {
         #[command(flatten)]
         model: ModelArgs,
         /// Comma-separated token ids, used exactly as given (no BOS is added).
-        #[arg(long, value_delimiter = ',', num_args = 1.., required = true)]
-        ids: Vec<u32>,
+        #[arg(long, value_delimiter = ',', num_args = 1.., required_unless_present = "ids_file")]
+        ids: Option<Vec<u32>>,
+        /// Token ids from a file (`-`: standard input), separated by commas or whitespace: for
+        /// sequences too long for one command-line argument.
+        #[arg(long, conflicts_with = "ids")]
+        ids_file: Option<PathBuf>,
         /// Also print the sorted active expert ids per layer and position.
         #[arg(long)]
         experts: bool,
@@ -49,11 +53,17 @@ enum Cmd {
         #[command(flatten)]
         model: ModelArgs,
         /// Prompt text (BOS is prepended).
-        #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+        #[arg(long, conflicts_with_all = ["ids", "prompt_file", "ids_file"], required_unless_present_any = ["ids", "prompt_file", "ids_file"])]
         prompt: Option<String>,
+        /// Prompt text from a UTF-8 file (`-`: standard input), for prompts too long for one argument.
+        #[arg(long, conflicts_with_all = ["ids", "ids_file"])]
+        prompt_file: Option<PathBuf>,
         /// Prompt as comma-separated token ids, used exactly as given.
-        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with = "ids_file")]
         ids: Option<Vec<u32>>,
+        /// Prompt token ids from a file (`-`: standard input), separated by commas or whitespace.
+        #[arg(long)]
+        ids_file: Option<PathBuf>,
         #[arg(long)]
         max_new_tokens: usize,
         /// Sampling temperature; greedy decoding when absent or 0.
@@ -112,6 +122,49 @@ impl ModelArgs {
     }
 }
 
+/// Largest prompt or id list read from a file or standard input.
+const MAX_INPUT_BYTES: u64 = 64 << 20;
+/// Largest text `eval` reads.
+const MAX_EVAL_BYTES: u64 = 1 << 30;
+
+/// A file's bytes, or standard input's for `-`, at most `cap` bytes.
+fn read_input(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    if path.as_os_str() != "-" {
+        return blockffn::package::read_bounded(path, cap);
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(std::io::stdin().lock(), cap + 1), &mut bytes)
+        .map_err(|e| Error::io("<stdin>", e))?;
+    if bytes.len() as u64 > cap {
+        return Err(Error::InvalidInput(format!("standard input is larger than the {cap} bytes accepted")));
+    }
+    Ok(bytes)
+}
+
+fn read_text(path: &Path, cap: u64) -> Result<String> {
+    String::from_utf8(read_input(path, cap)?)
+        .map_err(|e| Error::InvalidInput(format!("{} is not UTF-8 text (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to())))
+}
+
+/// Token ids separated by commas and/or whitespace.
+fn read_ids(path: &Path) -> Result<Vec<u32>> {
+    let text = read_text(path, MAX_INPUT_BYTES)?;
+    let ids = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .enumerate()
+        .map(|(i, w)| {
+            w.parse::<u32>().map_err(|_| {
+                Error::InvalidInput(format!("{}: item {i} `{}` is not a token id", path.display(), w.escape_debug()))
+            })
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    if ids.is_empty() {
+        return Err(Error::InvalidInput(format!("{} holds no token ids", path.display())));
+    }
+    Ok(ids)
+}
+
 fn tokenizer(pkg: &Package, dir: &Path) -> Result<Tokenizer> {
     let json = pkg.tokenizer_json.as_ref().ok_or_else(|| {
         Error::Tokenizer(format!("{} has no tokenizer.json; pass token ids with --ids instead", dir.display()))
@@ -121,7 +174,7 @@ fn tokenizer(pkg: &Package, dir: &Path) -> Result<Tokenizer> {
 
 fn run(cli: Cli) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    let out_err = |e: std::io::Error| Error::io("<stdout>", e);
+    let out_err = |e: std::io::Error| Error::io_write("<stdout>", e);
     match cli.cmd {
         Cmd::Convert { hf_dir, out_dir, dtype } => {
             let dtype = OutDtype::parse(&dtype)?;
@@ -156,7 +209,12 @@ fn run(cli: Cli) -> Result<()> {
                 report.max_abs_rounding_error
             );
         }
-        Cmd::Logits { model, ids, experts } => {
+        Cmd::Logits { model, ids, ids_file, experts } => {
+            let ids = match (ids, ids_file) {
+                (Some(ids), _) => ids,
+                (None, Some(f)) => read_ids(&f)?,
+                (None, None) => unreachable!("clap requires --ids or --ids-file"),
+            };
             let pkg = model.load()?;
             let m = &pkg.model;
             let mut cache = m.new_cache();
@@ -168,13 +226,15 @@ fn run(cli: Cli) -> Result<()> {
                     (0..layers).map(|l| out.active.iter().map(|pos| &pos[l]).collect()).collect();
                 obj["active_experts"] = serde_json::to_value(per_layer).expect("serializable");
             }
-            serde_json::to_writer(&mut stdout, &obj).map_err(|e| Error::io("<stdout>", e.into()))?;
+            serde_json::to_writer(&mut stdout, &obj).map_err(|e| Error::io_write("<stdout>", e.into()))?;
             writeln!(stdout).map_err(out_err)?;
         }
         Cmd::Generate {
             model,
             prompt,
+            prompt_file,
             ids,
+            ids_file,
             max_new_tokens,
             temperature,
             top_k,
@@ -184,6 +244,14 @@ fn run(cli: Cli) -> Result<()> {
             ignore_eos,
             json,
         } => {
+            let prompt = match prompt_file {
+                Some(f) => Some(read_text(&f, MAX_INPUT_BYTES)?),
+                None => prompt,
+            };
+            let ids = match ids_file {
+                Some(f) => Some(read_ids(&f)?),
+                None => ids,
+            };
             let params = SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
             let mut sampler = Sampler::new(params)?;
             let pkg = model.load()?;
@@ -201,7 +269,7 @@ fn run(cli: Cli) -> Result<()> {
                     tok.as_ref().expect("tokenizer loaded for a text prompt").encode(text)?
                 }
                 (None, Some(ids)) => ids,
-                (None, None) => unreachable!("clap requires --prompt or --ids"),
+                (None, None) => unreachable!("clap requires a prompt or ids"),
             };
             let opts = GenerateOptions { max_new_tokens, mode: model.mode(), stop_at_eos: !ignore_eos };
             let mut printed = String::new();
@@ -243,14 +311,16 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Eval { model, text, max_tokens, json } => {
-            let body = std::fs::read_to_string(&text).map_err(|e| Error::io(&text, e))?;
+            let body = read_text(&text, MAX_EVAL_BYTES)?;
             let pkg = model.load()?;
             let tok = tokenizer(&pkg, &model.model)?;
             let mut ids = tok.encode(&body)?;
             if let Some(n) = max_tokens {
                 ids.truncate(n);
             }
-            let r = evaluate(&pkg.model, &ids, model.mode())?;
+            let bar = progress_bar(ids.len() as u64, "tokens");
+            let r = evaluate_with_progress(&pkg.model, &ids, model.mode(), |done| bar.set_position(done as u64))?;
+            bar.finish_and_clear();
             if json {
                 writeln!(stdout, "{}", serde_json::to_string(&r).expect("serializable")).map_err(out_err)?;
             } else {
@@ -265,6 +335,18 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A progress bar on standard error for long runs: hidden when stderr is not a terminal.
+fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(len);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:30}} {{human_pos}}/{{human_len}} {unit}  {{per_sec}}  {{eta}} left"
+        ))
+        .expect("valid template"),
+    );
+    b
 }
 
 fn main() -> ExitCode {

@@ -102,49 +102,62 @@ impl Model {
                 "model.safetensors has tensor `{extra}` that the config does not use"
             )));
         }
-        let t = |name: String| get[&name].clone();
+        // Every name below comes from the same table as `get`; a miss would be a bug here, reported
+        // as an error rather than a panic.
+        let t = |name: String| {
+            get.get(&name)
+                .cloned()
+                .ok_or_else(|| Error::InvalidCheckpoint(format!("tensor `{name}` is not in the layout table")))
+        };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let attn = match &config.attention {
                 Attention::Mla(d) => AttnWeights::Mla(MlaWeights {
-                    q_a: d.q_lora_rank.map(|_| {
-                        (t(format!("{p}.self_attn.q_a_proj.weight")), t(format!("{p}.self_attn.q_a_layernorm.weight")))
-                    }),
-                    q_b: if d.q_lora_rank.is_some() {
-                        t(format!("{p}.self_attn.q_b_proj.weight"))
-                    } else {
-                        t(format!("{p}.self_attn.q_proj.weight"))
+                    q_a: match d.q_lora_rank {
+                        Some(_) => Some((
+                            t(format!("{p}.self_attn.q_a_proj.weight"))?,
+                            t(format!("{p}.self_attn.q_a_layernorm.weight"))?,
+                        )),
+                        None => None,
                     },
-                    kv_a: t(format!("{p}.self_attn.kv_a_proj_with_mqa.weight")),
-                    kv_a_norm: t(format!("{p}.self_attn.kv_a_layernorm.weight")),
-                    kv_b: t(format!("{p}.self_attn.kv_b_proj.weight")),
-                    o: t(format!("{p}.self_attn.o_proj.weight")),
+                    q_b: if d.q_lora_rank.is_some() {
+                        t(format!("{p}.self_attn.q_b_proj.weight"))?
+                    } else {
+                        t(format!("{p}.self_attn.q_proj.weight"))?
+                    },
+                    kv_a: t(format!("{p}.self_attn.kv_a_proj_with_mqa.weight"))?,
+                    kv_a_norm: t(format!("{p}.self_attn.kv_a_layernorm.weight"))?,
+                    kv_b: t(format!("{p}.self_attn.kv_b_proj.weight"))?,
+                    o: t(format!("{p}.self_attn.o_proj.weight"))?,
                 }),
                 Attention::Vanilla { .. } => AttnWeights::Gqa(GqaWeights {
-                    q: t(format!("{p}.self_attn.q_proj.weight")),
-                    k: t(format!("{p}.self_attn.k_proj.weight")),
-                    v: t(format!("{p}.self_attn.v_proj.weight")),
-                    o: t(format!("{p}.self_attn.o_proj.weight")),
+                    q: t(format!("{p}.self_attn.q_proj.weight"))?,
+                    k: t(format!("{p}.self_attn.k_proj.weight"))?,
+                    v: t(format!("{p}.self_attn.v_proj.weight"))?,
+                    o: t(format!("{p}.self_attn.o_proj.weight"))?,
                 }),
             };
             let ffn = match config.ffn {
                 Ffn::Block { router, .. } => FfnWeights::Block(BlockFfnWeights {
-                    router: t(format!("{p}.mlp.router_proj.weight")),
-                    router_norm: (router == Router::Relu(RouterNorm::Rms))
-                        .then(|| t(format!("{p}.mlp.router_norm.weight"))),
-                    up: t(format!("{p}.mlp.up_proj")),
-                    down_t: t(format!("{p}.mlp.down_proj_t")),
+                    router: t(format!("{p}.mlp.router_proj.weight"))?,
+                    router_norm: if router == Router::Relu(RouterNorm::Rms) {
+                        Some(t(format!("{p}.mlp.router_norm.weight"))?)
+                    } else {
+                        None
+                    },
+                    up: t(format!("{p}.mlp.up_proj"))?,
+                    down_t: t(format!("{p}.mlp.down_proj_t"))?,
                 }),
                 Ffn::Dense { gated, .. } => FfnWeights::Dense(DenseFfnWeights {
-                    gate: gated.then(|| t(format!("{p}.mlp.gate_proj.weight"))),
-                    up: t(format!("{p}.mlp.up_proj.weight")),
-                    down: t(format!("{p}.mlp.down_proj.weight")),
+                    gate: if gated { Some(t(format!("{p}.mlp.gate_proj.weight"))?) } else { None },
+                    up: t(format!("{p}.mlp.up_proj.weight"))?,
+                    down: t(format!("{p}.mlp.down_proj.weight"))?,
                 }),
             };
             layers.push(Layer {
-                input_norm: t(format!("{p}.input_layernorm.weight")),
-                post_norm: t(format!("{p}.post_attention_layernorm.weight")),
+                input_norm: t(format!("{p}.input_layernorm.weight"))?,
+                post_norm: t(format!("{p}.post_attention_layernorm.weight"))?,
                 attn,
                 ffn,
             });
@@ -161,13 +174,13 @@ impl Model {
         };
         Ok(Model {
             inv_freq: rope_inv_freq(rope_dim, config.rope_theta),
-            embed: t("model.embed_tokens.weight".into()),
+            embed: t("model.embed_tokens.weight".into())?,
             lm_head: if config.tie_word_embeddings {
-                t("model.embed_tokens.weight".into())
+                t("model.embed_tokens.weight".into())?
             } else {
-                t("lm_head.weight".into())
+                t("lm_head.weight".into())?
             },
-            final_norm: t("model.norm.weight".into()),
+            final_norm: t("model.norm.weight".into())?,
             layers,
             ffn_params,
             config,
@@ -177,6 +190,15 @@ impl Model {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Element types of the weight matrices (every tensor not kept in f32), in table order.
+    pub fn matrix_dtypes(&self) -> Vec<DType> {
+        tensor_table(&self.config)
+            .iter()
+            .filter(|e| !e.keep_f32)
+            .filter_map(|e| self.store.info(&e.rt_name).ok().map(|t| t.dtype))
+            .collect()
     }
 
     /// Bytes of weights held (the runtime file size).
@@ -241,6 +263,7 @@ impl Model {
             out.logits.extend(o.logits);
             out.active.extend(o.active);
         }
+        check_finite(&out.logits)?;
         Ok(out)
     }
 
@@ -250,7 +273,9 @@ impl Model {
     /// (bit-identical with the same kernels), same `active` sets.
     pub fn forward_chunk(&self, cache: &mut KvCache, ids: &[u32], logits: Logits) -> Result<ForwardOut> {
         self.check_ids(cache, ids)?;
-        Ok(self.forward_span(cache, ids, FfnMode::Sparse, logits))
+        let out = self.forward_span(cache, ids, FfnMode::Sparse, logits);
+        check_finite(&out.logits)?;
+        Ok(out)
     }
 
     /// The k tokens of `ids` (already checked) layer by layer: all of them go through layer l before
@@ -370,4 +395,18 @@ impl Model {
         matmul(self.store.mat(&self.lm_head), &xs, &mut logits);
         logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect()
     }
+}
+
+/// Logits must be numbers: NaN or infinity means weights or config values that overflow f32 (a
+/// damaged or forged package), and sampling from them would silently pick id 0.
+fn check_finite(logits: &[Vec<f32>]) -> Result<()> {
+    for (i, row) in logits.iter().enumerate() {
+        if let Some(v) = row.iter().find(|v| !v.is_finite()) {
+            return Err(Error::InvalidCheckpoint(format!(
+                "the model computed a non-finite logit ({v}) at requested position {i}: its weights or config \
+                 values overflow 32-bit floats; the package is damaged — convert or download it again"
+            )));
+        }
+    }
+    Ok(())
 }
