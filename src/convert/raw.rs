@@ -15,3 +15,18 @@ impl RawTensor {
         self.shape.iter().product()
     }
 }
+
+/// What a checkpoint's index knows about a tensor before any of its bytes are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorMeta {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
+impl TensorMeta {
+    /// Bytes of the tensor's contiguous data (`None` on overflow).
+    pub fn byte_len(&self) -> Option<u64> {
+        self.shape.iter().try_fold((self.dtype.bitsize() / 8) as u64, |a, &d| a.checked_mul(d as u64))
+    }
+}
