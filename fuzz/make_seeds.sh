@@ -9,7 +9,7 @@
 # weights target) and a note says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-C=fuzz/corpus
+C=${FUZZ_CORPUS:-fuzz/corpus}   # where to write (default: the corpus scripts/fuzz.sh runs on)
 TARGETS=(pickle torch_zip safetensors config_model manifest tokenizer)
 for t in "${TARGETS[@]}"; do
   mkdir -p "$C/$t"

@@ -7,9 +7,11 @@
 # input is saved under fuzz/artifacts/<target>/ and the log under target/fuzz-logs/<target>.log.
 # Prints, per target, the executions and the result.
 #
-# Toolchain: works on stable. `--sanitizer none` needs no -Z flag (cargo fuzz's default ASan does,
-# so it needs nightly: FUZZ_SANITIZER=address with `cargo +nightly`, see FUZZ_TOOLCHAIN). `-a` turns on
-# debug assertions and overflow checks, so wrapping arithmetic is a finding too.
+# Toolchain: the stable one. `--sanitizer none` needs no -Z flag and no nightly (cargo fuzz's default,
+# AddressSanitizer, needs -Zsanitizer and so nightly; FUZZ_TOOLCHAIN=+nightly FUZZ_SANITIZER=address
+# selects it, but CI does not use it). `-a` turns on debug assertions and overflow checks, so
+# wrapping arithmetic is a finding too. Needs cargo-fuzz (scripts/setup.sh) and a C++ compiler
+# (libfuzzer-sys builds libFuzzer with the system g++).
 #
 # Caps (same numbers as fuzz/src/lib.rs, whose allocator enforces them in every build):
 #   -rss_limit_mb=1536   the whole process; polled by libFuzzer in every build.
@@ -20,9 +22,10 @@
 #                        built into a model and run for 3 tokens, or the 400 KB demo tokenizer)
 #                        takes well under 50 ms; 10 s is 200x that and catches hangs and
 #                        super-linear blowups without flagging a loaded CI machine.
-# Environment: FUZZ_TOOLCHAIN (e.g. +nightly), FUZZ_SANITIZER (none), FUZZ_LOGS (log folder),
-# FUZZ_FLAGS (extra libFuzzer flags). Targets run one after another. A long campaign that keeps
-# going past findings uses libFuzzer's fork mode, e.g.
+# Environment: FUZZ_TOOLCHAIN, FUZZ_SANITIZER (default none), FUZZ_LOGS (log folder, default
+# target/fuzz-logs), FUZZ_FLAGS (extra libFuzzer flags), FUZZ_BUILD=0 (skip the build).
+# Targets run one after another. A long campaign that keeps going past findings uses libFuzzer's
+# fork mode (fuzz/long_run.sh does), e.g.
 #   FUZZ_FLAGS="-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1" scripts/fuzz.sh 900 tokenizer
 # which saves every finding under fuzz/artifacts/ and reports them as oom/timeout/crash counts.
 set -euo pipefail
@@ -43,7 +46,9 @@ if ! cargo $TC fuzz --version >/dev/null 2>&1; then
 fi
 
 t0=$(date +%s)
-if ! cargo $TC fuzz build -s "$SAN" -a >"$LOGS/build.log" 2>&1; then
+if [ "${FUZZ_BUILD:-1}" = 0 ]; then
+  echo "fuzz: FUZZ_BUILD=0: running the targets already built"
+elif ! cargo $TC fuzz build -s "$SAN" -a >"$LOGS/build.log" 2>&1; then
   tail -40 "$LOGS/build.log" >&2
   echo "fuzz: build failed (log: $LOGS/build.log)" >&2
   exit 1
