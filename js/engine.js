@@ -4,7 +4,8 @@
 import { createChatCompletion, detectChatTemplate } from './chat.js';
 import { BlockffnError, abortError, throwIfAborted, toBlockffnError } from './errors.js';
 import { loadModel } from './loader.js';
-import { loadWasm, wasmBackend, wasmMemoryBytes } from './wasm.js';
+import { checkOptionNames, checkSignal, describe, optBoolean, optFunction, optNumber } from './options.js';
+import { loadWasm, restartWasm, trapOf, wasmBackend, wasmEpoch, wasmMemoryBytes } from './wasm.js';
 
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 
@@ -66,28 +67,17 @@ class StopMatcher {
   }
 }
 
-function optNumber(o, key, { min, max, integer = false, exclusiveMin = false } = {}) {
-  const v = o[key];
-  if (v === undefined || v === null) return undefined;
-  const bad = () =>
-    new BlockffnError(
-      'InvalidInput',
-      `${key} must be ${integer ? 'an integer' : 'a number'}${min !== undefined ? (exclusiveMin ? ` > ${min}` : ` >= ${min}`) : ''}` +
-        `${max !== undefined ? ` and <= ${max}` : ''}, got ${JSON.stringify(v)}`,
-    );
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw bad();
-  if (integer && !Number.isSafeInteger(v)) throw bad();
-  if (min !== undefined && (exclusiveMin ? v <= min : v < min)) throw bad();
-  if (max !== undefined && v > max) throw bad();
-  return v;
-}
+const GENERATE_OPTIONS = ['maxTokens', 'temperature', 'topK', 'topP', 'repetitionPenalty', 'seed', 'stop', 'ignoreEos', 'signal', 'mode'];
+const LOAD_OPTIONS = ['onProgress', 'signal', 'cache', 'dtype', 'maxMemoryBytes'];
+/** More ids than any context holds: refused before anything is allocated for them. */
+const MAX_PROMPT_IDS = 1 << 24;
 
 /** Validated generation options → the wasm Generation's options. */
-function generationOptions(o) {
-  if (o === null || typeof o !== 'object') throw new BlockffnError('InvalidInput', 'generate() options must be an object');
+function generationOptions(options) {
+  const o = checkOptionNames(options, GENERATE_OPTIONS, 'generate()');
   const mode = o.mode ?? 'sparse';
   if (mode !== 'sparse' && mode !== 'dense') {
-    throw new BlockffnError('InvalidInput', `mode must be "sparse" or "dense", got ${JSON.stringify(mode)}`);
+    throw new BlockffnError('InvalidInput', `mode must be "sparse" or "dense", got ${describe(mode)}`);
   }
   let stop = o.stop ?? [];
   if (typeof stop === 'string') stop = [stop];
@@ -109,11 +99,72 @@ function generationOptions(o) {
       repetitionPenalty: optNumber(o, 'repetitionPenalty', { min: 0, exclusiveMin: true }),
       seed,
       dense: mode === 'dense',
-      ignoreEos: !!o.ignoreEos,
+      ignoreEos: optBoolean(o, 'ignoreEos') ?? false,
     },
     stop,
-    signal: o.signal,
+    signal: checkSignal(o.signal),
   };
+}
+
+/** Validated load() options (the loader reads them as they are). */
+function loadOptions(options) {
+  const o = checkOptionNames(options, LOAD_OPTIONS, 'load()');
+  optFunction(o, 'onProgress');
+  optBoolean(o, 'cache');
+  if (o.dtype !== undefined && typeof o.dtype !== 'string') {
+    throw new BlockffnError('InvalidInput', `dtype must be a string such as 'auto', 'f16' or 'q8', got ${describe(o.dtype)}`);
+  }
+  optNumber(o, 'maxMemoryBytes', { min: 0, exclusiveMin: true });
+  return { ...o, signal: checkSignal(o.signal) };
+}
+
+/**
+ * The BlockffnError for what a call into wasm threw. A trap (a Rust panic, a failed allocation
+ * inside Rust) also restarts the wasm instance, which drops every model of this thread; see
+ * restartWasm for why a trapped instance is not used again.
+ */
+function wasmFailure(e, context = '') {
+  const trap = trapOf(e);
+  if (!trap) return toBlockffnError(e, context);
+  if (!restartWasm(trap)) return toBlockffnError(e, context); // restarted for this trap already
+  return new BlockffnError(
+    'Internal',
+    `${context ? `${context}: ` : ''}the WebAssembly engine trapped (${trap.message}); it was restarted, which unloaded ` +
+      'the model — load it again. This is a bug: please report it',
+    { cause: trap },
+  );
+}
+
+function restartedError() {
+  return new BlockffnError(
+    'Internal',
+    'the model was unloaded: the WebAssembly engine trapped in another call and was restarted; load the model again',
+  );
+}
+
+/** Frees a wasm object of `epoch` without throwing: a trap may have left it borrowed. */
+function freeQuietly(obj, epoch) {
+  // An object of a replaced instance must never be freed: its pointer would free memory of the new one.
+  if (!obj || epoch !== wasmEpoch()) return;
+  try {
+    obj.free();
+  } catch (e) {
+    if (trapOf(e)) restartWasm(trapOf(e));
+  }
+}
+
+/** Abort reasons of a load that something else ended. */
+const supersededError = () => new BlockffnError('Aborted', 'the load was aborted: a newer load() replaced it before it finished');
+const unloadedError = () => new BlockffnError('Aborted', 'the load was aborted: unload() was called before it finished');
+
+/** An AbortController that also aborts when `outer` does. */
+function linkedController(outer) {
+  const ctrl = new AbortController();
+  if (!outer) return { ctrl, unlink: () => {} };
+  const onAbort = () => ctrl.abort(outer.reason);
+  if (outer.aborted) onAbort();
+  else outer.addEventListener('abort', onAbort, { once: true });
+  return { ctrl, unlink: () => outer.removeEventListener('abort', onAbort) };
 }
 
 export class LocalEngine {
@@ -124,8 +175,9 @@ export class LocalEngine {
   constructor(options = {}) {
     this._wasmInput = options.wasm;
     this._simd = options.simd ?? 'auto';
-    this._model = null;
-    this._loading = null;
+    this._model = null; // { engine, epoch, info }
+    /** Loads not settled yet: { ctrl, settled }. A newer load() or unload() aborts them all. */
+    this._loads = new Set();
     this.chat = { completions: { create: (req) => createChatCompletion(this, req) } };
   }
 
@@ -134,63 +186,112 @@ export class LocalEngine {
     return loadWasm(this._wasmInput, this._simd);
   }
 
+  /**
+   * Loads a model, replacing the one loaded (freed first: two models may not fit in wasm memory).
+   * A newer load() or an unload() aborts this one, so a stalled download never blocks the engine.
+   */
   async load(source, options = {}) {
-    const wasm = await this.init();
-    if (this._loading) {
-      throw new BlockffnError('InvalidInput', 'a model is already loading; await it or abort it before loading another');
-    }
+    const o = loadOptions(options);
+    throwIfAborted(o.signal);
+    const earlier = this._abortLoads(supersededError);
+    const { ctrl, unlink } = linkedController(o.signal);
+    const entry = { ctrl, settled: null };
+    this._loads.add(entry);
     const run = (async () => {
-      // The previous model goes first: two models at once may not fit in wasm memory.
-      await this.unload();
-      const r = await loadModel(wasm, source, options);
-      const summary = r.engine.summary();
-      const tpl = detectChatTemplate(r.tokenizerConfig);
-      this._model = {
-        engine: r.engine,
-        info: {
-          id: r.id,
-          backend: wasmBackend(),
-          dtype: r.manifest.dtype,
-          params: summary.params,
-          weightBytes: summary.weightBytes,
-          vocabSize: summary.vocabSize,
-          hiddenSize: summary.hiddenSize,
-          numLayers: summary.numLayers,
-          numAttentionHeads: summary.numAttentionHeads,
-          contextLength: summary.contextLength,
-          attention: summary.attention,
-          ffn: summary.ffn,
-          experts: { count: summary.numExperts, size: summary.expertSize, wordsPerLayer: summary.wordsPerLayer },
-          bosTokenId: summary.bosTokenId ?? null,
-          eosTokenId: summary.eosTokenId ?? null,
-          hasTokenizer: summary.hasTokenizer,
-          chatTemplate: tpl.name,
-          chatTemplateFallback: tpl.fallback,
-          fromCache: r.fromCache,
-          cached: r.cached,
-          warnings: r.warnings,
-          config: r.config,
-        },
-      };
-      r.emit({ phase: 'parse', progress: 1 });
-      r.emit({ phase: 'ready', progress: 1, fromCache: r.fromCache });
-      return this.modelInfo();
+      await earlier; // what the aborted loads allocated is freed
+      throwIfAborted(ctrl.signal);
+      const wasm = await this.init();
+      throwIfAborted(ctrl.signal);
+      return this._loadNow(wasm, source, { ...o, signal: ctrl.signal });
     })();
-    this._loading = run;
+    entry.settled = run.then(
+      () => {},
+      () => {},
+    );
     try {
       return await run;
     } catch (e) {
       throw toBlockffnError(e);
     } finally {
-      this._loading = null;
+      this._loads.delete(entry);
+      unlink();
     }
   }
 
+  /** Aborts every unsettled load with `reason()`; resolves when they have all settled. */
+  _abortLoads(reason) {
+    const settled = [];
+    for (const l of this._loads) {
+      if (!l.ctrl.signal.aborted) l.ctrl.abort(reason());
+      settled.push(l.settled);
+    }
+    return Promise.all(settled);
+  }
+
+  async _loadNow(wasm, source, options) {
+    this._freeModel();
+    let r;
+    try {
+      r = await loadModel(wasm, source, options);
+    } catch (e) {
+      throw wasmFailure(e);
+    }
+    if (options.signal.aborted) {
+      // unload() or a newer load() came during the last step.
+      freeQuietly(r.engine, r.epoch);
+      throw abortError(options.signal);
+    }
+    let summary;
+    try {
+      summary = r.engine.summary();
+    } catch (e) {
+      freeQuietly(r.engine, r.epoch);
+      throw wasmFailure(e);
+    }
+    const tpl = detectChatTemplate(r.tokenizerConfig);
+    this._model = {
+      engine: r.engine,
+      epoch: r.epoch,
+      info: {
+        id: r.id,
+        backend: wasmBackend(),
+        dtype: r.manifest.dtype,
+        params: summary.params,
+        weightBytes: summary.weightBytes,
+        vocabSize: summary.vocabSize,
+        hiddenSize: summary.hiddenSize,
+        numLayers: summary.numLayers,
+        numAttentionHeads: summary.numAttentionHeads,
+        contextLength: summary.contextLength,
+        attention: summary.attention,
+        ffn: summary.ffn,
+        experts: { count: summary.numExperts, size: summary.expertSize, wordsPerLayer: summary.wordsPerLayer },
+        bosTokenId: summary.bosTokenId ?? null,
+        eosTokenId: summary.eosTokenId ?? null,
+        hasTokenizer: summary.hasTokenizer,
+        chatTemplate: tpl.name,
+        chatTemplateFallback: tpl.fallback,
+        fromCache: r.fromCache,
+        cached: r.cached,
+        warnings: r.warnings,
+        config: r.config,
+      },
+    };
+    r.emit({ phase: 'parse', progress: 1 });
+    r.emit({ phase: 'ready', progress: 1, fromCache: r.fromCache });
+    return structuredClone(this._model.info);
+  }
+
   _require() {
-    if (!this._model) {
+    const m = this._model;
+    if (m && m.epoch !== wasmEpoch()) {
+      this._model = null;
+      throw restartedError();
+    }
+    if (!m) {
       throw new BlockffnError('InvalidInput', 'no model is loaded; call engine.load(url) first');
     }
-    return this._model;
+    return m;
   }
 
   async modelInfo() {
@@ -205,38 +306,56 @@ export class LocalEngine {
       backend: wasmBackend() ?? 'wasm-simd128',
       wasmMemoryBytes: wasmMemoryBytes(),
       crossOriginIsolated: typeof crossOriginIsolated !== 'undefined' ? !!crossOriginIsolated : false,
-      modelLoaded: !!this._model,
+      modelLoaded: !!this._model && this._model.epoch === wasmEpoch(),
     };
   }
 
+  /** Ids of `text` (a string, or a segmented prompt `{ segments }`), BOS first unless `addBos: false`. */
   async tokenize(text, options = {}) {
+    const o = checkOptionNames(options, ['addBos'], 'tokenize()');
+    const addBos = optBoolean(o, 'addBos') ?? true;
     const m = this._require();
-    if (typeof text !== 'string') throw new BlockffnError('InvalidInput', 'tokenize() takes a string');
+    const segments = isSegmentedPrompt(text) ? checkSegments(text.segments, 'tokenize()') : null;
+    if (typeof text !== 'string' && !segments) {
+      throw new BlockffnError('InvalidInput', `tokenize() takes a string or { segments }, got ${describe(text)}`);
+    }
     try {
-      const ids = options.addBos === false ? m.engine.tokenizePlain(text) : m.engine.tokenize(text);
+      const ids = segments
+        ? m.engine.tokenizeSegments(segments, addBos)
+        : addBos
+          ? m.engine.tokenize(text)
+          : m.engine.tokenizePlain(text);
       return Array.from(ids);
     } catch (e) {
-      throw toBlockffnError(e);
+      throw wasmFailure(e);
     }
   }
 
   async detokenize(ids) {
     const m = this._require();
+    const list = toIds(ids, 'detokenize()');
     try {
-      return m.engine.detokenize(toIds(ids, 'detokenize()'));
+      return m.engine.detokenize(list);
     } catch (e) {
-      throw toBlockffnError(e);
+      throw wasmFailure(e);
     }
   }
 
+  /** Frees the model; a load() in progress is aborted first (it ends with `Aborted`). */
   async unload() {
+    await this._abortLoads(unloadedError);
+    this._freeModel();
+  }
+
+  _freeModel() {
     const m = this._model;
     this._model = null;
-    if (m) m.engine.free(); // running generations keep their own reference to the model
+    if (m) freeQuietly(m.engine, m.epoch); // running generations keep their own reference to the model
   }
 
   /**
-   * Streams tokens after `prompt` (text, or an array of token ids used as given).
+   * Streams tokens after `prompt` (text, an array of token ids used as given, or a segmented
+   * prompt `{ segments }` whose text never becomes control tokens).
    * @returns {AsyncGenerator<{ text: string, tokenIds: number[], experts: Uint32Array[], stats: object, finishReason?: string }>}
    */
   generate(prompt, options = {}) {
@@ -247,17 +366,18 @@ export class LocalEngine {
     const m = this._require();
     const o = generationOptions(options);
     throwIfAborted(o.signal);
+    const epoch = m.epoch;
     let gen;
     let stopIds = [];
     try {
-      const ids = typeof prompt === 'string' ? m.engine.tokenize(prompt) : toIds(prompt, 'generate()');
+      const ids = promptIds(m.engine, prompt);
       for (const s of o.stop) {
         const id = m.engine.singleTokenId(s);
         if (id !== undefined) stopIds.push(id);
       }
       gen = m.engine.generation(ids, { ...o.wasm, stopTokenIds: stopIds });
     } catch (e) {
-      throw toBlockffnError(e);
+      throw wasmFailure(e);
     }
     const matcher = new StopMatcher(o.stop);
     const t0 = now();
@@ -275,48 +395,87 @@ export class LocalEngine {
         tokensPerSecond: n > 1 && decodeMs > 0 ? ((n - 1) * 1000) / decodeMs : n > 0 ? (n * 1000) / (t - t0) : 0,
       };
     };
+    /** One step: the next chunk, and whether it is the last. */
+    const next = () => {
+      if (wasmEpoch() !== epoch) throw restartedError();
+      const more = gen.step();
+      if (more) {
+        n++;
+        if (n === 1) tFirst = now();
+      }
+      const { emit, stopped } = matcher.push(gen.text, !more);
+      const tokenIds = more ? [gen.token] : [];
+      const experts = more ? [gen.experts] : [];
+      if (stopped || !more) {
+        return { last: true, chunk: { text: emit, tokenIds, experts, stats: stats(), finishReason: stopped ? 'stop' : gen.finishReason } };
+      }
+      return { last: false, chunk: { text: emit, tokenIds, experts, stats: stats() } };
+    };
     try {
       for (;;) {
         if (o.signal && o.signal.aborted) throw abortError(o.signal);
-        let more;
+        let r;
         try {
-          more = gen.step();
+          r = next();
         } catch (e) {
-          throw toBlockffnError(e);
+          throw wasmFailure(e);
         }
-        if (more) {
-          n++;
-          if (n === 1) tFirst = now();
-        }
-        const { emit, stopped } = matcher.push(gen.text, !more);
-        if (stopped || !more) {
-          yield {
-            text: emit,
-            tokenIds: more ? [gen.token] : [],
-            experts: more ? [gen.experts] : [],
-            stats: stats(),
-            finishReason: stopped ? 'stop' : gen.finishReason,
-          };
-          return;
-        }
-        yield { text: emit, tokenIds: [gen.token], experts: [gen.experts], stats: stats() };
+        yield r.chunk;
+        if (r.last) return;
         await yieldToEventLoop();
       }
     } finally {
-      gen.free();
+      // After a trap, free() throws (the trapped call left the generation borrowed): the error
+      // the caller sees is the trap's, never free()'s.
+      freeQuietly(gen, epoch);
     }
   }
 }
 
-function toIds(ids, what) {
-  if (!ids || typeof ids.length !== 'number') {
-    throw new BlockffnError('InvalidInput', `${what} takes an array of token ids`);
+function isSegmentedPrompt(p) {
+  return !!p && typeof p === 'object' && !Array.isArray(p) && !ArrayBuffer.isView(p) && 'segments' in p;
+}
+
+/** `{ segments }`'s list as the wasm side takes it: `{ text }` or `{ control }` strings only. */
+function checkSegments(segments, what) {
+  if (!Array.isArray(segments)) {
+    throw new BlockffnError('InvalidInput', `${what}: segments must be an array of { text } or { control }, got ${describe(segments)}`);
   }
-  const out = new Uint32Array(ids.length);
-  for (let i = 0; i < ids.length; i++) {
+  return segments.map((s, i) => {
+    const keys = s && typeof s === 'object' ? Object.keys(s) : [];
+    const key = keys.length === 1 ? keys[0] : null;
+    if ((key !== 'text' && key !== 'control') || typeof s[key] !== 'string') {
+      throw new BlockffnError('InvalidInput', `${what}: segments[${i}] must be { text: string } or { control: string }`);
+    }
+    return { [key]: s[key] };
+  });
+}
+
+/** Ids of a generate() prompt: text (BOS first), a segmented prompt, or ids as given. */
+function promptIds(engine, prompt) {
+  if (typeof prompt === 'string') return engine.tokenize(prompt);
+  if (isSegmentedPrompt(prompt)) return engine.tokenizeSegments(checkSegments(prompt.segments, 'generate()'), true);
+  return toIds(prompt, 'generate()');
+}
+
+function toIds(ids, what) {
+  const arrayLike = ids !== null && typeof ids === 'object' && 'length' in ids;
+  if (!arrayLike) {
+    const takes = what === 'generate()' ? 'a string, an array of token ids or { segments }' : 'an array of token ids';
+    throw new BlockffnError('InvalidInput', `${what} takes ${takes}, got ${describe(ids)}`);
+  }
+  const n = ids.length;
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new BlockffnError('InvalidInput', `${what}: the ids' length must be a non-negative integer, got ${describe(n)}`);
+  }
+  if (n > MAX_PROMPT_IDS) {
+    throw new BlockffnError('InvalidInput', `${what}: ${n} ids are more than any model's context holds`);
+  }
+  const out = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
     const v = ids[i];
     if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-      throw new BlockffnError('InvalidInput', `${what}: token id at position ${i} is not a non-negative integer (${v})`);
+      throw new BlockffnError('InvalidInput', `${what}: token id at position ${i} is not a non-negative integer (${describe(v)})`);
     }
     out[i] = v;
   }

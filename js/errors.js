@@ -28,10 +28,22 @@ export class BlockffnError extends Error {
   }
 }
 
+/** The `Aborted` error of an aborted signal; its reason says why (a timeout, a superseding load). */
 export function abortError(signal) {
   const reason = signal && signal.reason;
+  if (reason instanceof BlockffnError && reason.code === 'Aborted') return reason;
+  if (isTimeout(reason)) return timeoutError(reason);
   const why = reason instanceof Error && reason.name !== 'AbortError' ? `: ${reason.message}` : '';
   return new BlockffnError('Aborted', `the request was aborted${why}`, { cause: reason });
+}
+
+/** `AbortSignal.timeout()` aborts with a DOMException named TimeoutError. */
+function isTimeout(e) {
+  return !!e && typeof e === 'object' && e.name === 'TimeoutError';
+}
+
+function timeoutError(e, pre = '') {
+  return new BlockffnError('Aborted', `${pre}the request was aborted: its signal timed out (${e.message})`, { cause: e });
 }
 
 export function throwIfAborted(signal) {
@@ -47,6 +59,7 @@ export function toBlockffnError(e, context = '') {
       return new BlockffnError(mapWasmCode(e.code), pre + e.message, { cause: e });
     }
     if (e.name === 'AbortError') return new BlockffnError('Aborted', `${pre}the request was aborted`, { cause: e });
+    if (isTimeout(e)) return timeoutError(e, pre);
     if (e.name === 'QuotaExceededError') {
       return new BlockffnError('OutOfMemory', `${pre}storage quota exceeded`, { cause: e });
     }

@@ -31,6 +31,7 @@ export type Backend = 'wasm-simd128' | 'wasm-relaxed-simd';
 /** Whether this JavaScript engine runs WebAssembly relaxed SIMD (what `simd: 'auto'` checks). */
 export function relaxedSimdSupported(): boolean;
 
+/** Any other key is an InvalidInput error naming the nearest valid one. */
 export interface CreateEngineOptions {
   /**
    * false (default): run in this thread. true: start a module Web Worker. A Worker: one running
@@ -67,10 +68,13 @@ export interface ProgressEvent {
   text?: string;
 }
 
+/** A model directory URL (or its manifest.json), picked files, or in Node a directory path (or its manifest.json). */
 export type ModelSource = string | URL | FileList | File[];
 
+/** Any other key is an InvalidInput error naming the nearest valid one. */
 export interface LoadOptions {
   onProgress?: (event: ProgressEvent) => void;
+  /** Aborts the load (Aborted); `AbortSignal.timeout(ms)` bounds it in time. */
   signal?: AbortSignal;
   /** Use the Cache API ('blockffn-v1') for URL sources; default true where it exists. */
   cache?: boolean;
@@ -118,6 +122,18 @@ export interface RuntimeInfo {
   modelLoaded: boolean;
 }
 
+/**
+ * A prompt built from a template's control tokens and text. Text is always text: special tokens
+ * written in it (e.g. a `<|im_end|>` in a user message) are encoded as characters, never as
+ * control tokens. A control is its token id when it is an added token of the vocabulary, else text.
+ */
+export interface SegmentedPrompt {
+  segments: Array<{ text: string } | { control: string }>;
+}
+
+export type Prompt = string | ArrayLike<number> | SegmentedPrompt;
+
+/** Any other key is an InvalidInput error naming the nearest valid one. */
 export interface GenerateOptions {
   /** New tokens at most (default: until EOS or the context is full). */
   maxTokens?: number;
@@ -172,6 +188,11 @@ export interface ChatMessage {
   content: string | Array<{ type: 'text'; text: string }> | null;
 }
 
+/**
+ * Any other key is an InvalidInput error naming the nearest valid one. OpenAI fields for features
+ * this engine lacks (tools, response_format, logprobs, logit_bias, non-zero frequency/presence
+ * penalties, …) are refused by name.
+ */
 export interface ChatCompletionRequest {
   messages: ChatMessage[];
   stream?: boolean;
@@ -183,7 +204,13 @@ export interface ChatCompletionRequest {
   seed?: number;
   stop?: string | string[];
   n?: 1;
+  /** Accepted and ignored (one model; usage is always sent). */
   model?: string;
+  user?: string;
+  store?: boolean;
+  metadata?: Record<string, string>;
+  service_tier?: string;
+  parallel_tool_calls?: boolean;
   /** Extensions. */
   top_k?: number;
   repetition_penalty?: number;
@@ -236,16 +263,21 @@ export interface ChatCompletions {
 
 /** The one engine interface of both transports. */
 export interface Engine {
+  /**
+   * Replaces the loaded model (freed first). A newer load() or an unload() aborts one still in
+   * progress, which then rejects with Aborted.
+   */
   load(source: ModelSource, options?: LoadOptions): Promise<ModelInfo>;
-  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncIterableIterator<GenerationChunk>;
+  /** A text prompt gets BOS first; ids are used as given; a SegmentedPrompt's text is never parsed for special tokens. */
+  generate(prompt: Prompt, options?: GenerateOptions): AsyncIterableIterator<GenerationChunk>;
   readonly chat: { readonly completions: ChatCompletions };
-  /** Ids of `text`, BOS first unless addBos is false. */
-  tokenize(text: string, options?: { addBos?: boolean }): Promise<number[]>;
+  /** Ids of `text` (or of a SegmentedPrompt), BOS first unless addBos is false. */
+  tokenize(text: string | SegmentedPrompt, options?: { addBos?: boolean }): Promise<number[]>;
   /** Text of `ids`, special tokens skipped. */
   detokenize(ids: ArrayLike<number>): Promise<string>;
   modelInfo(): Promise<ModelInfo>;
   runtimeInfo(): Promise<RuntimeInfo>;
-  /** Frees the model (running generations finish first). */
+  /** Frees the model (running generations finish first); a load() in progress ends with Aborted. */
   unload(): Promise<void>;
 }
 
@@ -271,7 +303,15 @@ export declare function deleteModelFromCache(url: string | URL): Promise<boolean
 /** Sorted expert ids per layer of one token's bitmask. */
 export declare function unpackExperts(mask: Uint32Array, wordsPerLayer: number): number[][];
 
-/** Renders chat messages with a template ("chatml" or "minicpm"), ending with the assistant turn. */
+/**
+ * Chat messages rendered with a template ("chatml" or "minicpm"), ending with the assistant turn, as
+ * a SegmentedPrompt: what chat.completions.create generates from (message content stays text).
+ */
+export declare function chatPrompt(messages: ChatMessage[], template?: 'chatml' | 'minicpm'): SegmentedPrompt;
+/**
+ * The same prompt as one string, for display. Passing it to generate() parses special tokens in
+ * message content as control tokens: use chatPrompt() for content you did not write.
+ */
 export declare function renderChat(messages: ChatMessage[], template?: 'chatml' | 'minicpm'): string;
 export declare function detectChatTemplate(tokenizerConfig: unknown): { name: 'chatml' | 'minicpm'; fallback: boolean };
 /** Stop strings that end the assistant's turn for a template (what chat.completions.create passes as `stop`). */

@@ -4,11 +4,12 @@
 import { LocalEngine } from './engine.js';
 import { BlockffnError, ERROR_CODES, toBlockffnError } from './errors.js';
 import { CACHE_NAME, deleteModelFromCache, hasModelInCache } from './loader.js';
+import { checkOptionNames } from './options.js';
 import { WorkerEngine } from './worker-client.js';
 import { relaxedSimdSupported } from './wasm.js';
 
 export { BlockffnError, ERROR_CODES, CACHE_NAME, hasModelInCache, deleteModelFromCache, relaxedSimdSupported };
-export { renderChat, detectChatTemplate, chatStops } from './chat.js';
+export { renderChat, chatPrompt, detectChatTemplate, chatStops } from './chat.js';
 
 /**
  * Creates an engine.
@@ -25,7 +26,7 @@ export { renderChat, detectChatTemplate, chatStops } from './chat.js';
  *   thread decides.
  */
 export async function createEngine(options = {}) {
-  const { worker = false, wasm, simd } = options;
+  const { worker = false, wasm, simd } = checkOptionNames(options, ['worker', 'wasm', 'simd'], 'createEngine()');
   if (!worker) {
     const e = new LocalEngine({ wasm, simd });
     await e.init();

@@ -1,9 +1,15 @@
 // Model loading: URL / File[] / (Node) local directory sources, streamed download with byte
 // progress, SHA-256 checks against manifest.json, Cache API storage, memory checks before any
 // allocation, and weights streamed straight into the wasm WeightBuffer.
+//
+// Nothing a package says is trusted for memory: manifest.json is read up to MAX_MANIFEST_BYTES;
+// every file's real size (Content-Length, File.size, fstat) is compared with the manifest before
+// anything is allocated for it; and where the real size is not known up front (a chunked or
+// compressed response), the weight buffer is allocated only once the bytes that arrived prove
+// the manifest's size is at least half true.
 
 import { BlockffnError, abortError, throwIfAborted, toBlockffnError } from './errors.js';
-import { isNode, nodeImport } from './wasm.js';
+import { isNode, nodeImport, wasmEpoch } from './wasm.js';
 
 export const CACHE_NAME = 'blockffn-v1';
 export const MANIFEST = 'manifest.json';
@@ -19,6 +25,10 @@ export const WASM32_MAX_BUFFER = 2 ** 31 - 1;
 const RESERVE_BYTES = 64 * 1024 ** 2;
 const CACHE_WRITE_CHUNK = 4 * 1024 ** 2;
 const NODE_READ_CHUNK = 1024 ** 2;
+/** A real manifest is a few hundred bytes; anything past this is not one (an endless response, /dev/zero). */
+export const MAX_MANIFEST_BYTES = 1024 ** 2;
+/** Config, tokenizer and tokenizer_config are read into JS memory whole: refused past this. */
+export const MAX_SMALL_FILE_BYTES = 64 * 1024 ** 2;
 
 const fmtBytes = (n) =>
   n >= 1024 ** 3 ? `${(n / 1024 ** 3).toFixed(2)} GiB` : n >= 1024 ** 2 ? `${(n / 1024 ** 2).toFixed(1)} MiB` : `${n} bytes`;
@@ -52,26 +62,52 @@ function fileUrl(base, name) {
   return u.href;
 }
 
-async function* readStream(stream, signal) {
+/** The chunks of `stream`; a consumer that stops early (an error, an abort) cancels the stream. */
+async function* readStream(stream, signal, what) {
   const reader = stream.getReader();
   const onAbort = () => reader.cancel().catch(() => {});
   signal && signal.addEventListener('abort', onAbort, { once: true });
+  let done = false;
   try {
     for (;;) {
       throwIfAborted(signal);
-      const { done, value } = await reader.read();
+      let r;
+      try {
+        r = await reader.read();
+      } catch (e) {
+        throwIfAborted(signal);
+        throw new BlockffnError('Network', `the download of ${what} broke off (${e && e.message ? e.message : e}); try again`, {
+          cause: e,
+        });
+      }
       throwIfAborted(signal);
-      if (done) return;
-      if (value && value.byteLength) yield value;
+      if (r.done) {
+        done = true;
+        return;
+      }
+      if (r.value && r.value.byteLength) yield r.value;
     }
   } finally {
     signal && signal.removeEventListener('abort', onAbort);
+    if (!done) reader.cancel().catch(() => {});
     try {
       reader.releaseLock();
     } catch {
       /* already released */
     }
   }
+}
+
+/**
+ * The body size a response declares, when it is the size of the bytes `fetch` will yield: not for
+ * a compressed body (Content-Length counts the compressed bytes), nor for a cross-origin response,
+ * whose Content-Encoding the page may not see.
+ */
+function declaredSize(res) {
+  const len = res.headers.get('content-length');
+  const enc = res.headers.get('content-encoding');
+  if (res.type === 'cors' || res.type === 'opaque' || (enc && enc !== 'identity')) return undefined;
+  return len !== null && /^\d+$/.test(len.trim()) ? Number(len) : undefined;
 }
 
 class UrlSource {
@@ -85,7 +121,10 @@ class UrlSource {
     if (this.cache) {
       try {
         const hit = await this.cache.match(url);
-        if (hit && hit.body) return { chunks: readStream(hit.body, signal), fromCache: true };
+        if (hit && hit.body) {
+          const discard = () => hit.body.cancel().catch(() => {});
+          return { chunks: readStream(hit.body, signal, name), size: declaredSize(hit), fromCache: true, discard };
+        }
       } catch {
         /* a broken cache entry: fall back to the network */
       }
@@ -114,7 +153,8 @@ class UrlSource {
     if (!res.ok || !res.body) {
       throw new BlockffnError('Network', `cannot download ${url}: the server answered ${res.status} ${res.statusText}`);
     }
-    return { chunks: readStream(res.body, signal), fromCache: false };
+    const discard = () => res.body.cancel().catch(() => {});
+    return { chunks: readStream(res.body, signal, url), size: declaredSize(res), fromCache: false, discard };
   }
 }
 
@@ -141,24 +181,32 @@ class FileSource {
           : `${name} is listed in manifest.json but was not picked; pick every file of the model directory`,
       );
     }
-    return { chunks: readStream(f.stream(), signal), fromCache: false };
+    const size = typeof f.size === 'number' ? f.size : undefined;
+    return { chunks: readStream(f.stream(), signal, name), size, fromCache: false, discard: () => {} };
   }
 }
 
-/** Node only: a local directory (path or file: URL). */
+/** Node only: a local directory, or its manifest.json (path or file: URL). */
 class NodeDirSource {
   constructor(dir) {
     this.dir = dir;
     this.id = String(dir);
   }
+  async directory() {
+    const path = await nodeImport('node:path');
+    const dir = this.dir instanceof URL ? (await nodeImport('node:url')).fileURLToPath(this.dir) : this.dir;
+    // As for URLs: the path of the manifest names its directory.
+    return path.basename(dir) === MANIFEST ? path.dirname(dir) : dir;
+  }
   async open(name, signal) {
     const fs = await nodeImport('node:fs/promises');
     const path = await nodeImport('node:path');
-    const dir = this.dir instanceof URL ? (await nodeImport('node:url')).fileURLToPath(this.dir) : this.dir;
+    const dir = await this.directory();
     const p = path.join(dir, name);
     let fh;
     try {
-      fh = await fs.open(p, 'r');
+      // Non-blocking, so that opening a FIFO returns at once (it is refused below, by fstat).
+      fh = await fs.open(p, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
     } catch (e) {
       if (e && e.code === 'ENOENT') {
         throw new BlockffnError(
@@ -170,6 +218,21 @@ class NodeDirSource {
         );
       }
       throw new BlockffnError('ModelNotFound', `cannot read ${p}: ${e.message}`, { cause: e });
+    }
+    let stat;
+    try {
+      stat = await fh.stat();
+    } catch (e) {
+      await fh.close();
+      throw new BlockffnError('ModelNotFound', `cannot read ${p}: ${e.message}`, { cause: e });
+    }
+    if (!stat.isFile()) {
+      // A FIFO would block forever, a device (/dev/zero) never end.
+      await fh.close();
+      throw new BlockffnError(
+        'ModelNotFound',
+        `${p} is not a regular file (a directory, FIFO or device); a model directory holds the files \`blockffn convert\` wrote`,
+      );
     }
     async function* chunks() {
       try {
@@ -184,7 +247,7 @@ class NodeDirSource {
         await fh.close();
       }
     }
-    return { chunks: chunks(), fromCache: false };
+    return { chunks: chunks(), size: stat.size, fromCache: false, discard: () => fh.close().catch(() => {}) };
   }
 }
 
@@ -243,20 +306,7 @@ export async function deleteModelFromCache(url) {
 // ---------------------------------------------------------------------------------------------
 // Loading
 
-async function readAll(chunks, expectedSize, name, onBytes) {
-  const parts = [];
-  let n = 0;
-  for await (const c of chunks) {
-    n += c.byteLength;
-    if (expectedSize !== undefined && n > expectedSize) {
-      throw new BlockffnError(
-        'IntegrityMismatch',
-        `${name} is larger than the ${expectedSize} bytes manifest.json records; the file is replaced or corrupted — download or convert it again`,
-      );
-    }
-    parts.push(c);
-    onBytes && onBytes(c.byteLength);
-  }
+function concat(parts, n) {
   const out = new Uint8Array(n);
   let o = 0;
   for (const p of parts) {
@@ -273,6 +323,21 @@ function sizeMismatch(name, got, want) {
   );
 }
 
+function largerThanRecorded(name, want) {
+  return new BlockffnError(
+    'IntegrityMismatch',
+    `${name} is larger than the ${want} bytes manifest.json records; the file is replaced or corrupted — download or convert it again`,
+  );
+}
+
+function manifestTooLarge() {
+  return new BlockffnError(
+    'InvalidCheckpoint',
+    `manifest.json is larger than ${fmtBytes(MAX_MANIFEST_BYTES)}, so it is not a manifest written by \`blockffn convert\` ` +
+      '(those are under 1 KB); check the model URL or path',
+  );
+}
+
 function hashMismatch(name, got, want) {
   return new BlockffnError(
     'IntegrityMismatch',
@@ -281,8 +346,137 @@ function hashMismatch(name, got, want) {
 }
 
 /**
+ * A small file, whole, into JS memory: exactly `expected` bytes when the manifest records a size
+ * (the real size is compared first when the source knows it), and never more than `limit`.
+ */
+async function readSmall(file, name, { expected, limit, tooLarge, onBytes }) {
+  if (file.size !== undefined && (expected !== undefined ? file.size !== expected : file.size > limit)) {
+    await file.discard();
+    throw expected !== undefined ? sizeMismatch(name, file.size, expected) : tooLarge();
+  }
+  const parts = [];
+  let n = 0;
+  for await (const c of file.chunks) {
+    n += c.byteLength;
+    if (expected !== undefined && n > expected) throw largerThanRecorded(name, expected);
+    if (n > limit) throw tooLarge();
+    parts.push(c);
+    onBytes && onBytes(c.byteLength);
+  }
+  if (expected !== undefined && n !== expected) throw sizeMismatch(name, n, expected);
+  return concat(parts, n);
+}
+
+function allocateWeights(wasm, n) {
+  try {
+    return { buffer: new wasm.WeightBuffer(n), epoch: wasmEpoch() };
+  } catch (e) {
+    throw toBlockffnError(e, `cannot hold ${fmtBytes(n)} of weights in WebAssembly memory`);
+  }
+}
+
+/**
+ * Frees a weight buffer without ever throwing over the error that ends a load: a trap may have
+ * left it borrowed, and one of a replaced instance must not be freed at all (its pointer would
+ * free memory of the new instance).
+ */
+function freeWeights(w) {
+  if (!w || w.epoch !== wasmEpoch()) return;
+  try {
+    w.buffer.free();
+  } catch {
+    /* left borrowed by a trap: the instance is restarted by the engine */
+  }
+}
+
+/**
+ * Streams model.safetensors into a WeightBuffer of the manifest's size, hashed as it arrives. The
+ * buffer is allocated on evidence only: at once when the source's real size equals the manifest's;
+ * when the real size is unknown, once half the recorded bytes have arrived (held in JS memory until
+ * then), so a manifest claiming 1.9 GiB for a 0.5 MB file never grows wasm memory. Freed on failure.
+ */
+async function readWeights(wasm, file, recorded, onBytes) {
+  if (file.size !== undefined && file.size !== recorded) {
+    await file.discard();
+    throw sizeMismatch(WEIGHTS, file.size, recorded);
+  }
+  let w = null;
+  let written = 0;
+  let staged = [];
+  let stagedBytes = 0;
+  const allocate = () => {
+    w = allocateWeights(wasm, recorded);
+    for (const c of staged) {
+      w.buffer.write(written, c);
+      written += c.byteLength;
+    }
+    staged = [];
+    stagedBytes = 0;
+  };
+  let reading = false;
+  try {
+    if (file.size !== undefined) allocate();
+    reading = true;
+    for await (const c of file.chunks) {
+      if (written + stagedBytes + c.byteLength > recorded) throw sizeMismatch(WEIGHTS, `more than ${recorded}`, recorded);
+      if (w) {
+        w.buffer.write(written, c);
+        written += c.byteLength;
+      } else {
+        staged.push(c);
+        stagedBytes += c.byteLength;
+        if (2 * stagedBytes >= recorded) allocate();
+      }
+      onBytes(c.byteLength);
+    }
+    if (written + stagedBytes !== recorded) throw sizeMismatch(WEIGHTS, written + stagedBytes, recorded);
+    if (!w) allocate();
+    return w;
+  } catch (e) {
+    if (!reading) await file.discard();
+    freeWeights(w);
+    throw e;
+  }
+}
+
+/** Refuses a package whose recorded sizes cannot be right, before anything else is read. */
+function checkRecordedSizes(names, sizes, dtype, maxBytes) {
+  for (const n of names) {
+    if (n !== WEIGHTS && sizes[n] > MAX_SMALL_FILE_BYTES) {
+      throw new BlockffnError(
+        'InvalidCheckpoint',
+        `manifest.json records ${sizes[n]} bytes for ${n}, more than the ${fmtBytes(MAX_SMALL_FILE_BYTES)} such a file can ` +
+          'be; the manifest is corrupted or not written by `blockffn convert`',
+      );
+    }
+  }
+  // Memory: refuse before allocating anything when the weights cannot fit in wasm32.
+  const weightBytes = sizes[WEIGHTS];
+  const smallBytes = names.filter((n) => n !== WEIGHTS).reduce((a, n) => a + sizes[n], 0);
+  const need = weightBytes + 4 * smallBytes + RESERVE_BYTES;
+  const f16Hint = dtype === 'f32' ? ', or convert this one with a smaller `blockffn convert --dtype` (f16 halves it)' : '';
+  if (!Number.isSafeInteger(weightBytes) || weightBytes > WASM32_MAX_BUFFER - 8) {
+    throw new BlockffnError(
+      'OutOfMemory',
+      `${WEIGHTS} is ${fmtBytes(weightBytes)} (${dtype}), more than the single ${fmtBytes(2 ** 31)} buffer WebAssembly ` +
+        `(wasm32) can allocate for it. Use a smaller model${f16Hint}`,
+    );
+  }
+  if (need > maxBytes) {
+    throw new BlockffnError(
+      'OutOfMemory',
+      `${WEIGHTS} is ${fmtBytes(weightBytes)} (${dtype}); with the engine's working memory it needs about ` +
+        `${fmtBytes(need)}, more than the ${fmtBytes(maxBytes)} WebAssembly (wasm32) can address. Use a smaller ` +
+        `model${f16Hint}`,
+    );
+  }
+}
+
+/**
  * Loads a model package into a wasm Engine.
  * @param {typeof import('../pkg/blockffn.js')} wasm initialised bindings
+ * @param {{ onProgress?: Function, signal?: AbortSignal, cache?: boolean, dtype?: string, maxMemoryBytes?: number }} options
+ *   already checked by the engine
  * @returns {Promise<{ engine: any, id: string, manifest: any, config: any, tokenizerConfig: any,
  *   fromCache: boolean, cached: boolean, warnings: string[] }>}
  */
@@ -304,7 +498,7 @@ export async function loadModel(wasm, source, options = {}) {
 
   // manifest.json (tiny; not counted in the byte totals)
   const mfile = await src.open(MANIFEST, signal);
-  const manifestBytes = await readAll(mfile.chunks);
+  const manifestBytes = await readSmall(mfile, MANIFEST, { limit: MAX_MANIFEST_BYTES, tooLarge: manifestTooLarge });
   const manifestText = new TextDecoder().decode(manifestBytes);
   let manifest;
   try {
@@ -323,26 +517,7 @@ export async function loadModel(wasm, source, options = {}) {
   const names = WANTED.filter((n) => manifest.files[n]);
   const sizes = Object.fromEntries(names.map((n) => [n, Number(manifest.files[n].size)]));
   const weightBytes = sizes[WEIGHTS];
-
-  // Memory: refuse before allocating anything when the weights cannot fit in wasm32.
-  const smallBytes = names.filter((n) => n !== WEIGHTS).reduce((a, n) => a + sizes[n], 0);
-  const need = weightBytes + 4 * smallBytes + RESERVE_BYTES;
-  const f16Hint = dtype === 'f32' ? ', or convert this one with a smaller `blockffn convert --dtype` (f16 halves it)' : '';
-  if (!Number.isSafeInteger(weightBytes) || weightBytes > WASM32_MAX_BUFFER - 8) {
-    throw new BlockffnError(
-      'OutOfMemory',
-      `${WEIGHTS} is ${fmtBytes(weightBytes)} (${dtype}), more than the single ${fmtBytes(2 ** 31)} buffer WebAssembly ` +
-        `(wasm32) can allocate for it. Use a smaller model${f16Hint}`,
-    );
-  }
-  if (need > maxBytes) {
-    throw new BlockffnError(
-      'OutOfMemory',
-      `${WEIGHTS} is ${fmtBytes(weightBytes)} (${dtype}); with the engine's working memory it needs about ` +
-        `${fmtBytes(need)}, more than the ${fmtBytes(maxBytes)} WebAssembly (wasm32) can address. Use a smaller ` +
-        `model${f16Hint}`,
-    );
-  }
+  checkRecordedSizes(names, sizes, dtype, maxBytes);
 
   const total = names.reduce((a, n) => a + sizes[n], 0);
   let loaded = 0;
@@ -358,14 +533,20 @@ export async function loadModel(wasm, source, options = {}) {
   emit({ phase: 'download', file: MANIFEST, loaded: 0, total, progress: 0, fromCache: mfile.fromCache });
 
   const small = {};
-  let wb = null;
+  let weights = null;
   try {
     for (const name of names.filter((n) => n !== WEIGHTS)) {
       const f = await src.open(name, signal);
       allFromCache = allFromCache && f.fromCache;
-      small[name] = await readAll(f.chunks, sizes[name], name, (n) => {
+      const onBytes = (n) => {
         loaded += n;
         progress(name, false, f.fromCache);
+      };
+      small[name] = await readSmall(f, name, {
+        expected: sizes[name],
+        limit: MAX_SMALL_FILE_BYTES,
+        tooLarge: () => largerThanRecorded(name, sizes[name]),
+        onBytes,
       });
       progress(name, true, f.fromCache);
     }
@@ -373,29 +554,17 @@ export async function loadModel(wasm, source, options = {}) {
     // Weights: straight into wasm memory, hashed as they arrive.
     const wf = await src.open(WEIGHTS, signal);
     allFromCache = allFromCache && wf.fromCache;
-    try {
-      wb = new wasm.WeightBuffer(weightBytes);
-    } catch (e) {
-      throw toBlockffnError(e, `cannot hold ${fmtBytes(weightBytes)} of weights in WebAssembly memory`);
-    }
-    let off = 0;
-    for await (const c of wf.chunks) {
-      if (off + c.byteLength > weightBytes) throw sizeMismatch(WEIGHTS, `more than ${weightBytes}`, weightBytes);
-      wb.write(off, c);
-      off += c.byteLength;
-      loaded += c.byteLength;
+    weights = await readWeights(wasm, wf, weightBytes, (n) => {
+      loaded += n;
       progress(WEIGHTS, false, wf.fromCache);
-    }
-    if (off !== weightBytes) throw sizeMismatch(WEIGHTS, off, weightBytes);
+    });
+    const wb = weights.buffer;
     progress(WEIGHTS, true, wf.fromCache);
     throwIfAborted(signal);
 
-    // Verify every file against the manifest.
+    // Verify every file against the manifest (sizes are exact already).
     const checked = [];
     for (const name of names) {
-      if (name !== WEIGHTS && small[name].byteLength !== sizes[name]) {
-        throw sizeMismatch(name, small[name].byteLength, sizes[name]);
-      }
       const got = name === WEIGHTS ? wb.sha256() : wasm.sha256Hex(small[name]);
       if (got !== manifest.files[name].sha256) {
         if (src.cache && allFromCache) {
@@ -455,6 +624,7 @@ export async function loadModel(wasm, source, options = {}) {
     }
     return {
       engine,
+      epoch: weights.epoch,
       id: src.id,
       manifest,
       config: JSON.parse(configText),
@@ -467,7 +637,8 @@ export async function loadModel(wasm, source, options = {}) {
   } catch (e) {
     throw toBlockffnError(e);
   } finally {
-    if (wb) wb.free();
+    // The engine took the bytes; this frees the (now empty) buffer, or the full one after a failure.
+    freeWeights(weights);
   }
 }
 

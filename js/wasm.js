@@ -41,7 +41,9 @@ async function packaged(url) {
 }
 
 let ready = null;
-let exportsObj = null;
+let started = false;
+/** Bumps each time a trapped instance is replaced: objects of an older epoch are unusable. */
+let epoch = 0;
 
 /**
  * Initialises the wasm module, once per realm (later calls return the first module). `input` may
@@ -63,14 +65,16 @@ export function loadWasm(input, simd = 'auto') {
         );
       }
       if (input !== undefined && input !== null) {
-        exportsObj = await initWasm({ module_or_path: input });
+        await initWasm({ module_or_path: input });
+        started = true;
         return bindings;
       }
       if (simd === 'relaxed' || (simd === 'auto' && relaxedSimdSupported())) {
         try {
-          exportsObj = await initWasm({
+          await initWasm({
             module_or_path: await packaged(new URL('../pkg/blockffn_relaxed_bg.wasm', import.meta.url)),
           });
+          started = true;
           return bindings;
         } catch (e) {
           // 'auto' falls back to the baseline build (e.g. a development build without the
@@ -78,7 +82,8 @@ export function loadWasm(input, simd = 'auto') {
           if (simd === 'relaxed') throw e;
         }
       }
-      exportsObj = await initWasm({ module_or_path: await packaged(new URL('../pkg/blockffn_bg.wasm', import.meta.url)) });
+      await initWasm({ module_or_path: await packaged(new URL('../pkg/blockffn_bg.wasm', import.meta.url)) });
+      started = true;
       return bindings;
     })().catch((e) => {
       ready = null;
@@ -90,12 +95,52 @@ export function loadWasm(input, simd = 'auto') {
 
 /** Bytes of wasm linear memory right now (0 before initialisation). */
 export function wasmMemoryBytes() {
-  return exportsObj ? exportsObj.memory.buffer.byteLength : 0;
+  return started ? bindings.wasmMemoryBytes() : 0;
 }
 
 /** 'wasm-relaxed-simd' or 'wasm-simd128': the build that runs (null before initialisation). */
 export function wasmBackend() {
-  return exportsObj ? `wasm-${bindings.simdVariant()}` : null;
+  return started ? `wasm-${bindings.simdVariant()}` : null;
 }
+
+export function wasmEpoch() {
+  return epoch;
+}
+
+/**
+ * The trap behind `e` (a WebAssembly.RuntimeError such as `unreachable` from a Rust panic or a
+ * failed allocation, a wasm stack overflow, or the borrow error wasm-bindgen raises for an object
+ * a trapped call left borrowed), or null.
+ */
+export function trapOf(e) {
+  for (let x = e, depth = 0; x && typeof x === 'object' && depth < 4; x = x.cause, depth++) {
+    if (typeof WebAssembly !== 'undefined' && x instanceof WebAssembly.RuntimeError) return x;
+    if (x instanceof RangeError && /call stack/i.test(x.message)) return x;
+    if (x instanceof Error && /attempted to take ownership of Rust value while it was borrowed|recursive use of an object/.test(x.message)) {
+      return x;
+    }
+  }
+  return null;
+}
+
+/**
+ * Replaces a trapped instance with a fresh one (new, small memory; the trapped one's memory is
+ * released once nothing refers to it). A trap skips every destructor: the trapped instance keeps
+ * the stack pointer where the trap left it, the borrow flags of the objects the call was using,
+ * and everything it had allocated. Every object of the old instance (engines, generations) is
+ * unusable afterwards, which `wasmEpoch()` tells the engines. Returns false when `trap` was
+ * handled already.
+ */
+export function restartWasm(trap) {
+  if (!started || handledTraps.has(trap)) return false;
+  handledTraps.add(trap);
+  // Only sets a flag in the JS glue; the next export call (this cheap one) makes the new instance.
+  bindings.scheduleReinit();
+  bindings.wasmMemoryBytes();
+  epoch++;
+  return true;
+}
+
+const handledTraps = new WeakSet();
 
 export { bindings };

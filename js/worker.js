@@ -79,11 +79,11 @@ async function handleCall(id, method, args) {
         return;
       }
       case 'load': {
-        const [source, opts] = args;
+        const [source, { progress, ...opts } = {}] = args;
         const value = await engine.load(source, {
           ...opts,
           signal: ctrl.signal,
-          onProgress: opts && opts.progress ? (event) => post({ type: 'progress', id, event }) : undefined,
+          onProgress: progress ? (event) => post({ type: 'progress', id, event }) : undefined,
         });
         post({ type: 'result', id, value });
         return;

@@ -16,7 +16,7 @@ use crate::metrics::CLS_WINDOWS;
 use crate::model::{FfnMode, KvCache, Logits, Model};
 use crate::package::{model_from_parts, Manifest};
 use crate::sampling::{Sampler, SamplingParams};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Segment, Tokenizer};
 use crate::weights::AlignedBuf;
 use crate::Error;
 
@@ -29,6 +29,25 @@ fn js_err(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
     let _ = js_sys::Reflect::set(&err, &"code".into(), &e.code().into());
     err.into()
+}
+
+/// A byte offset or length passed from JS as a number: wasm-bindgen would wrap a `usize` parameter
+/// modulo 2^32, so anything outside `0..=max` (or not an integer) is refused instead.
+fn js_size(v: f64, what: &str, max: usize) -> Result<usize, JsValue> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= max as f64 {
+        Ok(v as usize)
+    } else {
+        Err(js_err(Error::InvalidInput(format!("{what} must be an integer from 0 to {max}, got {v}"))))
+    }
+}
+
+/// A count passed from JS as a number: past `usize::MAX` it saturates (more than can ever be
+/// reached means no limit), negative or fractional values are refused.
+fn js_count(v: f64, what: &str) -> Result<usize, JsValue> {
+    if v.is_nan() || v < 0.0 || v.fract() != 0.0 && v.is_finite() {
+        return Err(js_err(Error::InvalidInput(format!("{what} must be a non-negative integer, got {v}"))));
+    }
+    Ok(if v >= usize::MAX as f64 { usize::MAX } else { v as usize })
 }
 
 fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
@@ -44,6 +63,24 @@ fn hex(bytes: &[u8]) -> String {
 #[wasm_bindgen(js_name = sha256Hex)]
 pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::package::sha256_hex(bytes)
+}
+
+/// Bytes of this instance's linear memory (a number: 4 GiB does not fit a wasm32 `usize`).
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    let pages = core::arch::wasm32::memory_size(0);
+    #[cfg(not(target_arch = "wasm32"))]
+    let pages = 0usize;
+    pages as f64 * 65536.0
+}
+
+/// Makes the next call into the module start a fresh instance (new, small memory). For the JS
+/// layer after a trap: a trapped instance keeps its stack pointer where the trap left it, the
+/// borrow flags of the objects it was using, and whatever it had allocated.
+#[wasm_bindgen(js_name = scheduleReinit)]
+pub fn schedule_reinit() {
+    wasm_bindgen::handler::schedule_reinit();
 }
 
 /// The instruction set this module was built for: `"relaxed-simd"` (SIMD128 plus relaxed SIMD:
@@ -79,10 +116,10 @@ pub struct WeightBuffer {
     in_order: bool,
 }
 
-#[wasm_bindgen]
+// The Rust-facing methods take `usize`; the JS-facing ones below take numbers and check them
+// (a `usize` parameter of an export would silently wrap a JS number modulo 2^32).
 impl WeightBuffer {
     /// Allocates `len` bytes; fails with code `OutOfMemory` (never a trap) when wasm memory cannot grow.
-    #[wasm_bindgen(constructor)]
     pub fn new(len: usize) -> Result<WeightBuffer, JsValue> {
         Ok(WeightBuffer {
             buf: Some(AlignedBuf::zeroed(len).map_err(js_err)?),
@@ -90,17 +127,6 @@ impl WeightBuffer {
             hashed: 0,
             in_order: true,
         })
-    }
-
-    fn bytes(&self) -> Result<&AlignedBuf, JsValue> {
-        self.buf
-            .as_ref()
-            .ok_or_else(|| js_err(Error::InvalidInput("this WeightBuffer was already given to an Engine".into())))
-    }
-
-    #[wasm_bindgen(getter)]
-    pub fn length(&self) -> usize {
-        self.buf.as_ref().map_or(0, AlignedBuf::len)
     }
 
     pub fn write(&mut self, offset: usize, chunk: &[u8]) -> Result<(), JsValue> {
@@ -132,6 +158,39 @@ impl WeightBuffer {
             js_err(Error::InvalidInput(format!("range {offset}+{len} is outside the {}-byte weight buffer", b.len())))
         })?;
         Ok(b[offset..end].to_vec())
+    }
+}
+
+#[wasm_bindgen]
+impl WeightBuffer {
+    /// Allocates `len` bytes; fails with code `OutOfMemory` (never a trap) when wasm memory cannot grow.
+    #[wasm_bindgen(constructor)]
+    pub fn new_js(len: f64) -> Result<WeightBuffer, JsValue> {
+        // One allocation is at most isize::MAX bytes.
+        Self::new(js_size(len, "the weight buffer's length", isize::MAX as usize)?)
+    }
+
+    fn bytes(&self) -> Result<&AlignedBuf, JsValue> {
+        self.buf
+            .as_ref()
+            .ok_or_else(|| js_err(Error::InvalidInput("this WeightBuffer was already given to an Engine".into())))
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> usize {
+        self.buf.as_ref().map_or(0, AlignedBuf::len)
+    }
+
+    /// Writes `chunk` at byte `offset`.
+    #[wasm_bindgen(js_name = write)]
+    pub fn write_js(&mut self, offset: f64, chunk: &[u8]) -> Result<(), JsValue> {
+        self.write(js_size(offset, "offset", usize::MAX)?, chunk)
+    }
+
+    /// Copies `len` bytes from `offset` out (for writing the verified file to a cache in pieces).
+    #[wasm_bindgen(js_name = read)]
+    pub fn read_js(&self, offset: f64, len: f64) -> Result<Vec<u8>, JsValue> {
+        self.read(js_size(offset, "offset", usize::MAX)?, js_size(len, "length", usize::MAX)?)
     }
 
     /// SHA-256 of the whole buffer as lowercase hex; free when the chunks were written in order.
@@ -168,8 +227,8 @@ fn count_params(bytes: &[u8]) -> u64 {
             meta.tensors()
                 .iter()
                 .filter(|(name, _)| !name.ends_with(".q8_scales"))
-                .map(|(_, t)| t.shape.iter().product::<usize>() as u64)
-                .sum()
+                .map(|(_, t)| t.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64)).unwrap_or(u64::MAX))
+                .fold(0u64, u64::saturating_add)
         })
         .unwrap_or(0)
 }
@@ -195,13 +254,22 @@ struct ModelSummary {
     has_tokenizer: bool,
 }
 
+/// One piece of a segmented prompt (see [`Engine::tokenize_segments`]).
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+enum JsSegment {
+    Text(String),
+    Control(String),
+}
+
 /// Options of [`Engine::generation`], passed from JS as a plain object.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 struct GenOptions {
-    max_tokens: Option<usize>,
+    /// Numbers, not `usize`: a JS count past 2^32 saturates instead of wrapping (see [`js_count`]).
+    max_tokens: Option<f64>,
     temperature: Option<f32>,
-    top_k: Option<usize>,
+    top_k: Option<f64>,
     top_p: Option<f32>,
     repetition_penalty: Option<f32>,
     seed: Option<u64>,
@@ -212,6 +280,26 @@ struct GenOptions {
 }
 
 impl Engine {
+    /// Generates new ids after `prompt` in one call (see [`Generation`] for streaming).
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_ids(
+        &self,
+        prompt: &[u32],
+        max_new_tokens: usize,
+        temperature: Option<f32>,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        repetition_penalty: Option<f32>,
+        seed: u64,
+        dense: bool,
+    ) -> Result<Vec<u32>, JsValue> {
+        let params = SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
+        let mut sampler = Sampler::new(params).map_err(js_err)?;
+        let opts = GenerateOptions { max_new_tokens, mode: mode(dense), stop_at_eos: true };
+        let (ids, _) = generate(&self.model, prompt, &mut sampler, &opts, |_| true).map_err(js_err)?;
+        Ok(ids)
+    }
+
     /// The model, for the end-to-end benchmark (`bench::bench_spans`).
     #[cfg(target_feature = "simd128")]
     pub(crate) fn model(&self) -> &Model {
@@ -221,12 +309,14 @@ impl Engine {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Takes ownership of the weights in `weights` (the buffer is empty afterwards).
+    /// Takes ownership of the weights in `weights` (the buffer is empty afterwards). `dtype`, the
+    /// manifest's, is checked against the stored weight matrices when given.
     #[wasm_bindgen(constructor)]
     pub fn new(
         config_json: &str,
         weights: &mut WeightBuffer,
         tokenizer_json: Option<Vec<u8>>,
+        dtype: Option<String>,
     ) -> Result<Engine, JsValue> {
         let buf = weights
             .buf
@@ -234,6 +324,9 @@ impl Engine {
             .ok_or_else(|| js_err(Error::InvalidInput("this WeightBuffer was already used".into())))?;
         let params = count_params(buf.as_bytes());
         let model = model_from_parts(config_json, buf).map_err(js_err)?;
+        if let Some(d) = &dtype {
+            crate::package::check_dtype(&model, d).map_err(js_err)?;
+        }
         let tokenizer = match tokenizer_json {
             Some(j) => Some(Rc::new(Tokenizer::from_bytes(&j, model.config().bos_token_id).map_err(js_err)?)),
             None => None,
@@ -301,6 +394,26 @@ impl Engine {
         self.tok()?.encode_plain(text).map_err(js_err)
     }
 
+    /// Ids of a prompt given as segments, `[{ text: "…" } | { control: "<|im_start|>" }, …]`: text is
+    /// always text (special tokens written in it are not parsed), a control is its token id. With
+    /// `addSpecial`, BOS first as in `tokenize`. Benign text gives the ids of `tokenize(joined)`.
+    #[wasm_bindgen(js_name = tokenizeSegments)]
+    pub fn tokenize_segments(&self, segments: JsValue, add_special: bool) -> Result<Vec<u32>, JsValue> {
+        let segs: Vec<JsSegment> = serde_wasm_bindgen::from_value(segments).map_err(|e| {
+            js_err(Error::InvalidInput(format!(
+                "a segmented prompt is an array of {{ text: string }} or {{ control: string }}: {e}"
+            )))
+        })?;
+        let segs: Vec<Segment> = segs
+            .iter()
+            .map(|s| match s {
+                JsSegment::Text(t) => Segment::Text(t),
+                JsSegment::Control(c) => Segment::Control(c),
+            })
+            .collect();
+        self.tok()?.encode_segments(&segs, add_special).map_err(js_err)
+    }
+
     /// Text of `ids`, special tokens skipped.
     pub fn detokenize(&self, ids: &[u32]) -> Result<String, JsValue> {
         self.tok()?.decode(ids).map_err(js_err)
@@ -316,25 +429,24 @@ impl Engine {
         }
     }
 
-    /// Generates new ids after `prompt` in one call (see [`Generation`] for streaming).
+    /// Generates new ids after `prompt` in one call (see [`Generation`] for streaming). Counts are
+    /// numbers: past 2^32 they mean "no limit" instead of wrapping.
     #[allow(clippy::too_many_arguments)]
     #[wasm_bindgen(js_name = generateIds)]
-    pub fn generate_ids(
+    pub fn generate_ids_js(
         &self,
         prompt: &[u32],
-        max_new_tokens: usize,
+        max_new_tokens: f64,
         temperature: Option<f32>,
-        top_k: Option<usize>,
+        top_k: Option<f64>,
         top_p: Option<f32>,
         repetition_penalty: Option<f32>,
         seed: u64,
         dense: bool,
     ) -> Result<Vec<u32>, JsValue> {
-        let params = SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
-        let mut sampler = Sampler::new(params).map_err(js_err)?;
-        let opts = GenerateOptions { max_new_tokens, mode: mode(dense), stop_at_eos: true };
-        let (ids, _) = generate(&self.model, prompt, &mut sampler, &opts, |_| true).map_err(js_err)?;
-        Ok(ids)
+        let max_new_tokens = js_count(max_new_tokens, "max_new_tokens")?;
+        let top_k = top_k.map(|k| js_count(k, "top_k")).transpose()?;
+        self.generate_ids(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, dense)
     }
 
     /// Starts a streaming generation after `prompt` (ids). `options` (all optional): `maxTokens`,
@@ -350,7 +462,7 @@ impl Engine {
         };
         let params = SamplingParams {
             temperature: o.temperature,
-            top_k: o.top_k,
+            top_k: o.top_k.map(|k| js_count(k, "topK")).transpose()?,
             top_p: o.top_p,
             repetition_penalty: o.repetition_penalty,
             seed: o.seed.unwrap_or(0),
@@ -374,7 +486,7 @@ impl Engine {
             prompt_len: prompt.len(),
             context: prompt.to_vec(),
             logits: None,
-            max_new: o.max_tokens.unwrap_or(usize::MAX),
+            max_new: o.max_tokens.map_or(Ok(usize::MAX), |n| js_count(n, "maxTokens"))?,
             eos: cfg.eos_token_id.filter(|_| !o.ignore_eos),
             stop_ids,
             new_ids: Vec::new(),

@@ -1,14 +1,17 @@
 // Shared helpers of the Node tests. The package under test is BLOCKFFN_PKG (the entry file of an
 // installed `npm pack` tarball, as scripts/test.sh sets it) or else this working tree's js/index.js.
 
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const FIXTURE = join(ROOT, 'tests/fixtures/mla_block_linear/runtime');
+/** The demo model: its tokenizer has ChatML's <|im_start|> (3) and <|im_end|> (4) as special tokens. */
+export const DEMO = join(ROOT, 'models/demo');
 
 export function packageEntry() {
   return process.env.BLOCKFFN_PKG ? pathToFileURL(process.env.BLOCKFFN_PKG).href : pathToFileURL(join(ROOT, 'js/index.js')).href;
@@ -26,9 +29,9 @@ export function cliBinary() {
   return bin;
 }
 
-/** `blockffn generate --model FIXTURE ... --json` → { ids, text }. */
-export function cliGenerate(args) {
-  const out = execFileSync(cliBinary(), ['generate', '--model', FIXTURE, ...args, '--json'], { encoding: 'utf8' });
+/** `blockffn generate --model FIXTURE ... --json` → { ids, text } (`model` picks another package). */
+export function cliGenerate(args, model = FIXTURE) {
+  const out = execFileSync(cliBinary(), ['generate', '--model', model, ...args, '--json'], { encoding: 'utf8' });
   return JSON.parse(out);
 }
 
@@ -131,4 +134,59 @@ export async function collect(iterable) {
     chunks.push(c);
   }
   return { ids, chunks };
+}
+
+/**
+ * An HTTP server on 127.0.0.1 (random port) answering with `handler(req, res)`. `close()` also
+ * cuts open connections (a stalled response would otherwise keep the server open). `closed` counts
+ * requests whose connection the client closed before the response ended.
+ */
+export async function serveWith(handler) {
+  const stats = { requests: [], aborted: [] };
+  const server = http.createServer((req, res) => {
+    const name = decodeURIComponent(new URL(req.url, 'http://x').pathname).replace(/^\/+/, '');
+    stats.requests.push(name);
+    res.on('close', () => {
+      if (!res.writableFinished) stats.aborted.push(name);
+    });
+    handler(name, req, res);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    ...stats,
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections();
+        server.close(r);
+      }),
+  };
+}
+
+/** Re-hashes a package's files into its manifest in place (a tampered package whose manifest was regenerated). */
+export function forgeManifest(dir, edit = () => {}) {
+  const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+  for (const n of Object.keys(m.files)) {
+    const b = readFileSync(join(dir, n));
+    m.files[n] = { size: b.length, sha256: createHash('sha256').update(b).digest('hex') };
+  }
+  edit(m);
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(m));
+  return m;
+}
+
+/** Runs `node [flags] --input-type=module -e script` and parses its last stdout line as JSON. */
+export function runNode(flags, script, { timeout = 60000 } = {}) {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [...flags, '--input-type=module', '-e', script], { timeout, maxBuffer: 16 << 20 }, (e, stdout, stderr) => {
+      const last = stdout.trim().split('\n').at(-1);
+      if (e && !last) return reject(new Error(`${e.message}\n${stderr}`));
+      try {
+        resolve(JSON.parse(last));
+      } catch {
+        reject(new Error(`no JSON from the child: ${stdout}\n${stderr}`));
+      }
+    });
+  });
 }

@@ -8,7 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { FIXTURE, cliGenerate, collect, importPackage, packageEntry, serveDir } from './helpers.mjs';
+import { FIXTURE, cliGenerate, collect, importPackage, packageEntry, serveDir, serveWith } from './helpers.mjs';
 
 let pkg;
 let engine;
@@ -131,10 +131,18 @@ describe('loading over HTTP', () => {
 
   test('a failed WebAssembly.Memory growth is OutOfMemory (not a trap); the engine stays usable', async () => {
     // A child Node whose wasm memories may not exceed 64 MiB, loading a package whose manifest
-    // claims 200 MB of weights: the pre-check passes, growing the memory fails.
+    // claims 200 MB of weights, and whose server declares the same Content-Length: the pre-checks
+    // pass, so the buffer is allocated before the body arrives, and growing the memory fails.
     const m = manifest();
-    m.files['model.safetensors'].size = 200 * 1024 ** 2;
-    const s = await serve((name) => (name === 'manifest.json' ? JSON.stringify(m) : undefined));
+    const claim = 200 * 1024 ** 2;
+    m.files['model.safetensors'].size = claim;
+    const s = await serveWith((name, req, res) => {
+      const body = name === 'manifest.json' ? Buffer.from(JSON.stringify(m)) : readFileSync(join(FIXTURE, name));
+      res.writeHead(200, { 'Content-Length': name === 'model.safetensors' ? claim : body.length });
+      if (name === 'model.safetensors') res.write(body, () => res.destroy());
+      else res.end(body);
+    });
+    servers.push(s);
     const script = `
       const { createEngine } = await import(${JSON.stringify(packageEntry())});
       const engine = await createEngine();

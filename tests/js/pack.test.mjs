@@ -120,7 +120,7 @@ test('the type declarations check a TypeScript consumer (strict)', (t) => {
   }
   writeFileSync(
     join(app, 'consumer.ts'),
-    `import { createEngine, BlockffnError, unpackExperts, hasModelInCache, type ModelInfo, type GenerationChunk, type ProgressEvent } from 'blockffn';
+    `import { createEngine, BlockffnError, unpackExperts, hasModelInCache, chatPrompt, chatStops, renderChat, type ModelInfo, type GenerationChunk, type ProgressEvent, type SegmentedPrompt } from 'blockffn';
 import init, { Engine as WasmEngine } from 'blockffn/wasm';
 
 export async function run(url: string): Promise<string> {
@@ -149,6 +149,9 @@ export async function run(url: string): Promise<string> {
   }
   const ids: number[] = await engine.tokenize(text);
   text += await engine.detokenize(ids);
+  const prompt: SegmentedPrompt = chatPrompt([{ role: 'user', content: text }], info.chatTemplate);
+  for await (const c of engine.generate(prompt, { maxTokens: 1, stop: chatStops(info.chatTemplate) })) text += c.text;
+  text += (await engine.tokenize(prompt, { addBos: false })).length + renderChat([{ role: 'user', content: 'x' }]);
   void (await hasModelInCache(url)); void init; void WasmEngine;
   await engine.unload();
   return text;
