@@ -11,6 +11,7 @@
 
 import { createChatCompletion } from './chat.js';
 import { BlockffnError, abortError, deserializeError, toBlockffnError } from './errors.js';
+import { checkSignal } from './options.js';
 
 const TAG = 'blockffn';
 
@@ -259,6 +260,7 @@ export class WorkerEngine {
 
   async load(source, options = {}) {
     const { onProgress, signal, ...rest } = options;
+    checkSignal(signal); // the signal stays here: the worker gets only its abort
     if (signal && signal.aborted) throw abortError(signal);
     if (this._dead) await this._revive();
     return this._call('load', [absoluteSource(source), { ...rest, progress: !!onProgress }], { signal, onProgress });
@@ -336,6 +338,13 @@ export class WorkerEngine {
     };
     const start = () => {
       started = true;
+      try {
+        checkSignal(signal);
+      } catch (e) {
+        error = e;
+        finished = true;
+        return;
+      }
       if (self._dead) {
         error = self._dead;
         finished = true;
