@@ -17,7 +17,7 @@ fn engine() -> Engine {
     for (i, chunk) in WEIGHTS.chunks(7777).enumerate() {
         buf.write(i * 7777, chunk).unwrap();
     }
-    Engine::new(CONFIG, &mut buf, Some(TOKENIZER.to_vec())).unwrap()
+    Engine::new(CONFIG, &mut buf, Some(TOKENIZER.to_vec()), Some("f32".into())).unwrap()
 }
 
 fn expected() -> serde_json::Value {
@@ -69,4 +69,30 @@ fn wasm_engine_rejects_bad_input_without_panicking() {
     assert_eq!(e.logits(&[1, 5], false).unwrap().len(), 2 * 384);
     let mut short = WeightBuffer::new(16).unwrap();
     assert!(short.write(8, &[0u8; 16]).is_err());
+}
+
+/// RELIABILITY defect 4: on wasm32 (32-bit usize) config values past 2^32 and a safetensors
+/// header length of 2^32 + n were truncated (a 3-layer model from `num_hidden_layers`
+/// 4294967299, `hidden_size` 2^32+64 read as 64). They are refused, as natively.
+#[wasm_bindgen_test]
+fn config_values_past_32_bits_are_refused() {
+    use blockffn::config::ModelConfig;
+    let base: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+    for (key, v) in [("num_hidden_layers", 4_294_967_299u64), ("hidden_size", (1 << 32) + 64), ("vocab_size", (1 << 32) + 384)] {
+        let mut c = base.clone();
+        c[key] = v.into();
+        let e = ModelConfig::from_json_str(&c.to_string()).unwrap_err().to_string();
+        assert!(e.contains(&format!("`{key}` {v} exceeds the supported maximum")), "{e}");
+    }
+    let mut c = base.clone();
+    c["eos_token_id"] = 4_294_967_298u64.into();
+    assert!(ModelConfig::from_json_str(&c.to_string()).is_err());
+
+    let mut w = WEIGHTS.to_vec();
+    let n = u64::from_le_bytes(w[..8].try_into().unwrap()) + (1u64 << 32);
+    w[..8].copy_from_slice(&n.to_le_bytes());
+    let mut buf = blockffn::weights::AlignedBuf::zeroed(w.len()).unwrap();
+    buf.as_bytes_mut().copy_from_slice(&w);
+    let e = blockffn::weights::WeightStore::from_buf(buf).err().expect("refused").to_string();
+    assert!(e.contains(&format!("header of {n} bytes runs past the end")), "{e}");
 }
