@@ -4,14 +4,20 @@
 //! The crate's default kernels (`crate::kernels::matvec` etc.) are the SIMD128 ones on wasm32 built
 //! with `+simd128` (.cargo/config.toml sets it) and the scalar ones elsewhere. Anything `simd128`
 //! does not provide (RoPE, the scalar `silu`, `Elem`) comes from `scalar` on every target.
+//!
+//! On x86-64 the matrix kernels are the `avx2` ones: AVX2 + FMA + F16C bodies chosen at run time
+//! (detected once), the scalar twins on CPUs without them or when the environment has
+//! `BLOCKFFN_KERNELS=scalar` (to compare both end to end).
 
 pub mod chunk;
 pub mod scalar;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod simd128;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
 
 pub use chunk::union_sorted;
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
 pub use chunk::{chunk_down, chunk_up};
 pub use scalar::*;
 // Named imports shadow the glob above: these are the fast versions.
@@ -19,3 +25,5 @@ pub use scalar::*;
 pub use simd128::{
     axpy_rows, axpy_rows_dense, chunk_down, chunk_up, dot, matmul, matvec, rmsnorm, row_to_f32, silu_scaled, softmax,
 };
+#[cfg(target_arch = "x86_64")]
+pub use avx2::{axpy_rows, axpy_rows_dense, chunk_down, chunk_up, dot, matmul, matvec};
