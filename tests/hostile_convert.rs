@@ -29,15 +29,14 @@ enum Data {
 /// placeholder of the same length and renamed afterwards, so the archive holds that name twice
 /// (the zip crate's writer refuses duplicates).
 fn make_zip(entries: &[(String, Data)]) -> Vec<u8> {
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .large_file(true);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated).large_file(true);
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let mut renames = Vec::new();
     for (k, (name, data)) in entries.iter().enumerate() {
         let name = match name.strip_prefix("dup:") {
             Some(real) => {
-                let placeholder = format!("{}{}", &real[..real.len() - 3], format!("{:03}", k % 1000));
+                let placeholder = format!("{}{:03}", &real[..real.len() - 3], k % 1000);
                 renames.push((placeholder.clone(), real.to_string()));
                 placeholder
             }
@@ -141,6 +140,15 @@ fn resaved_checkpoint(
     edit: impl FnOnce(&mut Vec<(String, Data)>),
 ) -> Vec<u8> {
     let (_, tensors) = read_source(&fixture(fixture_name).join("hf")).unwrap();
+    torch_zip(tensors, extra, edit)
+}
+
+/// `tensors` saved as a `torch.save`-style zip (see [`resaved_checkpoint`]).
+fn torch_zip(
+    tensors: Vec<(String, RawTensor)>,
+    extra: &[(&str, Vec<usize>)],
+    edit: impl FnOnce(&mut Vec<(String, Data)>),
+) -> Vec<u8> {
     let mut saved = Vec::new();
     let mut entries = vec![("archive/byteorder".to_string(), Data::Bytes(b"little".to_vec()))];
     for (i, (name, t)) in tensors.into_iter().enumerate() {
@@ -235,7 +243,8 @@ fn weights(dir: &Path) -> Vec<u8> {
 }
 
 fn manifest_files(dir: &Path) -> Vec<String> {
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     m["files"].as_object().unwrap().keys().cloned().collect()
 }
 
@@ -247,6 +256,42 @@ fn entries_of(dir: &Path) -> Vec<String> {
 }
 
 // ---- defect 1: memory bounded by the input ------------------------------------------------
+
+#[test]
+fn sharded_checkpoints_convert_like_one_file() {
+    // The two-step reader reads tensors file by file: shards of either format must give the
+    // single file's weights exactly.
+    let name = "mla_block3d";
+    let want = weights(&convert(name, "f32"));
+    let (_, tensors) = read_source(&fixture(name).join("hf")).unwrap();
+    let (even, odd): (Vec<_>, Vec<_>) = tensors.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let strip = |v: Vec<(usize, (String, RawTensor))>| v.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
+    let (even, odd) = (strip(even), strip(odd));
+
+    let bins = hf_dir_with(name, &torch_zip(even.clone(), &[], |_| {}));
+    std::fs::rename(bins.join("pytorch_model.bin"), bins.join("pytorch_model-00001-of-00002.bin")).unwrap();
+    std::fs::write(bins.join("pytorch_model-00002-of-00002.bin"), torch_zip(odd.clone(), &[], |_| {})).unwrap();
+    let out = scratch("shards-bin-out");
+    let report = run_ok(&convert_args(&bins, &out));
+    assert!(weights(&out) == want, "sharded .bin: {report}");
+
+    let st = hf_dir_with(name, b"");
+    std::fs::remove_file(st.join("pytorch_model.bin")).unwrap();
+    for (k, part) in [odd, even].iter().enumerate() {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = part
+            .iter()
+            .map(|(n, t)| (n.clone(), safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap()))
+            .collect();
+        let path = st.join(format!("model-0000{}-of-00002.safetensors", k + 1));
+        std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    }
+    let out = scratch("shards-st-out");
+    run_ok(&convert_args(&st, &out));
+    assert!(weights(&out) == want, "sharded .safetensors");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["source"], "model-00001-of-00002.safetensors, model-00002-of-00002.safetensors");
+}
 
 #[test]
 fn rebuilt_checkpoint_converts_byte_identically() {
@@ -396,10 +441,7 @@ fn companion_files_are_copied_only_when_regular_json() {
         ["config.json", "manifest.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json"]
     );
     assert_eq!(std::fs::read(out.join("special_tokens_map.json")).unwrap(), special);
-    assert_eq!(
-        manifest_files(&out),
-        ["config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json"]
-    );
+    assert_eq!(manifest_files(&out), ["config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json"]);
     assert!(weights(&out) == weights(&convert("mla_block_linear", "f32")));
 }
 

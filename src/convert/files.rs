@@ -224,3 +224,78 @@ impl Drop for TempFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("blockffn_files_{tag}_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn refused(r: Result<InputFile>) -> String {
+        match r {
+            Ok(InputFile::Refused(why)) => why,
+            Ok(InputFile::Bytes(b)) => panic!("read {} bytes", b.len()),
+            Ok(InputFile::Missing(e)) => panic!("missing: {e}"),
+            Err(e) => panic!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let d = scratch("read");
+        let f = d.join("a.json");
+        std::fs::write(&f, b"{\"k\": 1}").unwrap();
+        assert!(matches!(read_input(&f, 8), Ok(InputFile::Bytes(b)) if b == b"{\"k\": 1}"));
+        assert!(refused(read_input(&f, 7)).contains("8 bytes, more than the 7"));
+        assert!(matches!(read_input(&d.join("none"), 8), Ok(InputFile::Missing(e)) if e.kind() == ErrorKind::NotFound));
+        assert!(refused(read_input(&d, 8)).contains("a directory, not a regular file"));
+        #[cfg(unix)]
+        {
+            let link = d.join("link.json");
+            std::os::unix::fs::symlink(&f, &link).unwrap();
+            let why = refused(read_input(&link, 1 << 20));
+            assert!(why.contains("symbolic link") && why.contains("a.json"), "{why}");
+            assert!(refused(read_input(Path::new("/dev/zero"), 1 << 20)).contains("a device"));
+            assert!(!is_regular_file(&link) && is_regular_file(&f));
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn writes_replace_links_and_failures_leave_nothing() {
+        let d = scratch("write");
+        let victim = d.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let out_path = d.join("out");
+        let out = OutputDir::prepare(&out_path, &d.join("in")).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&victim, out.path("config.json")).unwrap();
+        out.write("config.json", b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(out.path("config.json")).unwrap(), b"new");
+        // A temporary file that is dropped without being persisted is removed.
+        let t = out.temp("model.safetensors").unwrap();
+        drop(t);
+        let names: Vec<_> = std::fs::read_dir(&out_path).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("config.json")]);
+        // Writing over a directory is a write error naming the target.
+        std::fs::create_dir(out.path("manifest.json")).unwrap();
+        let e = out.write("manifest.json", b"{}").unwrap_err().to_string();
+        assert!(e.starts_with("cannot write") && e.contains("manifest.json"), "{e}");
+        // The input folder itself, or a link to a folder, is refused as output.
+        let e = OutputDir::prepare(&out_path, &out_path).err().unwrap().to_string();
+        assert!(e.contains("must differ from the input directory"), "{e}");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&out_path, d.join("out-link")).unwrap();
+            let e = OutputDir::prepare(&d.join("out-link"), &d.join("in")).err().unwrap().to_string();
+            assert!(e.contains("is a symbolic link"), "{e}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -30,9 +30,9 @@ pub mod budget;
 mod dict_index;
 mod op;
 mod parser;
-mod text;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use crate::{Error, Result};
 pub use safetensors::Dtype;

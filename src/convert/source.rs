@@ -94,9 +94,8 @@ impl SafetensorsFile {
         let (meta, (begin, end)) = &self.tensors[i];
         let len = end - begin;
         let mut data = Vec::new();
-        data.try_reserve_exact(len).map_err(|_| {
-            Error::OutOfMemory(format!("cannot allocate {len} bytes for tensor `{}`", meta.name))
-        })?;
+        data.try_reserve_exact(len)
+            .map_err(|_| Error::OutOfMemory(format!("cannot allocate {len} bytes for tensor `{}`", meta.name)))?;
         let path = &self.path;
         self.file.seek(SeekFrom::Start(self.data_start + *begin as u64)).map_err(|e| Error::io(path, e))?;
         (&mut self.file).take(len as u64).read_to_end(&mut data).map_err(|e| Error::io(path, e))?;
@@ -143,7 +142,8 @@ impl Checkpoint {
             }
             st
         };
-        let mut ck = Checkpoint { description: String::new(), index: Vec::new(), files: Vec::new(), file_start: Vec::new() };
+        let mut ck =
+            Checkpoint { description: String::new(), index: Vec::new(), files: Vec::new(), file_start: Vec::new() };
         let mut seen = HashSet::new();
         for path in &paths {
             let (file, metas) = open_source_file(path)?;
@@ -175,7 +175,10 @@ impl Checkpoint {
     /// each to `f`: file by file, and within a file in `order`'s order.
     pub fn read_each(&mut self, order: &[usize], mut f: impl FnMut(usize, RawTensor) -> Result<()>) -> Result<()> {
         if let Some(&bad) = order.iter().find(|&&i| i >= self.index.len()) {
-            return Err(Error::InvalidInput(format!("tensor index {bad} is out of range ({} tensors)", self.index.len())));
+            return Err(Error::InvalidInput(format!(
+                "tensor index {bad} is out of range ({} tensors)",
+                self.index.len()
+            )));
         }
         for (fi, file) in self.files.iter_mut().enumerate() {
             let start = self.file_start[fi];
@@ -228,7 +231,11 @@ fn check_indexed(m: &TensorMeta, path: &Path, seen: &mut HashSet<String>) -> Res
 
 fn check_length(name: &str, t: &RawTensor) -> Result<()> {
     if t.data.len() != t.numel() * t.dtype.bitsize() / 8 {
-        return Err(Error::InvalidCheckpoint(format!("tensor `{name}` has {} bytes for shape {:?}", t.data.len(), t.shape)));
+        return Err(Error::InvalidCheckpoint(format!(
+            "tensor `{name}` has {} bytes for shape {:?}",
+            t.data.len(),
+            t.shape
+        )));
     }
     Ok(())
 }

@@ -20,10 +20,10 @@
 //! until its last user; a storage much larger than what its tensors use is refused before it is
 //! inflated (a zip entry's claimed size costs nothing to write and ~1000× its size to inflate).
 
-mod views;
-mod zip_names;
 #[cfg(test)]
 mod tests;
+mod views;
+mod zip_names;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -206,9 +206,8 @@ impl<R: Read + Seek> TorchArchive<R> {
 
     fn check_storage_size(&self, info: &StorageInfo, needed: u64, tensor: &str) -> Result<()> {
         let entry = format!("{}data/{}", self.prefix, info.key);
-        let stored = info
-            .bytes()
-            .ok_or_else(|| Error::InvalidCheckpoint(format!("storage `{}` size overflows", info.key)))?;
+        let stored =
+            info.bytes().ok_or_else(|| Error::InvalidCheckpoint(format!("storage `{}` size overflows", info.key)))?;
         let allowed = needed.saturating_mul(STORAGE_OVERHEAD_FACTOR).saturating_add(STORAGE_SLACK_BYTES);
         if stored > allowed {
             return Err(Error::InvalidCheckpoint(format!(
@@ -292,7 +291,8 @@ fn open_zip_refusing_duplicates<R: Read + Seek>(reader: R) -> Result<zip::ZipArc
 
 /// The name of the one `<prefix>/data.pkl` record.
 fn find_pickle<R: Read + Seek>(zip: &zip::ZipArchive<R>) -> Result<String> {
-    let names: Vec<&str> = zip.file_names().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).collect();
+    let names: Vec<&str> =
+        zip.file_names().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).collect();
     match names.as_slice() {
         [one] => Ok((*one).to_owned()),
         [] => Err(Error::InvalidCheckpoint(
@@ -319,7 +319,9 @@ fn check_byteorder<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, prefix: &str, t
              supported; re-save it on a little-endian machine"
                 .into(),
         )),
-        other => Err(Error::InvalidCheckpoint(format!("{name} says \"{}\", expected \"little\"", other.escape_debug()))),
+        other => {
+            Err(Error::InvalidCheckpoint(format!("{name} says \"{}\", expected \"little\"", other.escape_debug())))
+        }
     }
 }
 
@@ -355,7 +357,8 @@ fn load_storage<R: Read + Seek>(
     tensor: &str,
 ) -> Result<Vec<u8>> {
     let es = elem_size(info.dtype) as u64;
-    let want = info.bytes().ok_or_else(|| Error::InvalidCheckpoint(format!("storage `{}` size overflows", info.key)))?;
+    let want =
+        info.bytes().ok_or_else(|| Error::InvalidCheckpoint(format!("storage `{}` size overflows", info.key)))?;
     let entry = match zip.by_name(entry_name) {
         Ok(e) => e,
         Err(zip::result::ZipError::FileNotFound) => {

@@ -48,11 +48,10 @@ impl WeightsLayout {
         let mut infos = Vec::with_capacity(tensors.len());
         let mut offset = 0usize;
         for t in tensors {
-            let len = t
-                .shape
-                .iter()
-                .try_fold(t.dtype.bitsize() / 8, |a, &d| a.checked_mul(d))
-                .ok_or_else(|| too_large(format_args!("tensor `{}` of shape {:?} is too large", t.name, t.shape)))?;
+            let len =
+                t.shape.iter().try_fold(t.dtype.bitsize() / 8, |a, &d| a.checked_mul(d)).ok_or_else(|| {
+                    too_large(format_args!("tensor `{}` of shape {:?} is too large", t.name, t.shape))
+                })?;
             let end = offset.checked_add(len).ok_or_else(|| too_large("the total size overflows"))?;
             infos.push((t.name, TensorInfo { dtype: t.dtype, shape: t.shape, data_offsets: (offset, end) }));
             offset = end;
@@ -181,7 +180,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("blockffn_wout_{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let out = OutputDir::prepare(&dir, Path::new("/nonexistent-input")).unwrap();
-        let outs = specs.iter().map(|(n, d, s)| OutTensor { name: n.to_string(), dtype: *d, shape: s.clone() }).collect();
+        let outs =
+            specs.iter().map(|(n, d, s)| OutTensor { name: n.to_string(), dtype: *d, shape: s.clone() }).collect();
         let layout = WeightsLayout::new(outs, meta).unwrap();
         assert_eq!(layout.total_bytes(), want.len() as u64);
         let mut w = WeightsWriter::create(&out, layout).unwrap();

@@ -130,10 +130,9 @@ fn read_tokenizer(dir: &Path, cfg: &ModelConfig) -> Result<Option<Vec<u8>>> {
     let path = dir.join(package::TOKENIZER_FILE);
     match read_input(&path, MAX_TOKENIZER_BYTES)? {
         InputFile::Missing(_) => Ok(None),
-        InputFile::Refused(why) => Err(Error::InvalidInput(format!(
-            "{}: {why} (remove it to convert without a tokenizer)",
-            path.display()
-        ))),
+        InputFile::Refused(why) => {
+            Err(Error::InvalidInput(format!("{}: {why} (remove it to convert without a tokenizer)", path.display())))
+        }
         InputFile::Bytes(b) => {
             Tokenizer::from_bytes(&b, cfg.bos_token_id)?;
             Ok(Some(b))

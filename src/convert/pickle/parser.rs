@@ -81,10 +81,11 @@ impl<'a> Parser<'a> {
     fn execute(&mut self, code: u8) -> Result<()> {
         match code {
             PROTO | FRAME | MARK | POP | POP_MARK | DUP => self.control(code),
-            NONE | NEWTRUE | NEWFALSE | BININT | BININT1 | BININT2 | LONG1 | LONG4 | INT | LONG | BINFLOAT
-            | FLOAT => self.number(code),
-            BINUNICODE | SHORT_BINUNICODE | BINUNICODE8 | UNICODE | BINSTRING | SHORT_BINSTRING | STRING
-            | BINBYTES | SHORT_BINBYTES | BINBYTES8 | BYTEARRAY8 => self.text(code),
+            NONE | NEWTRUE | NEWFALSE | BININT | BININT1 | BININT2 | LONG1 | LONG4 | INT | LONG | BINFLOAT | FLOAT => {
+                self.number(code)
+            }
+            BINUNICODE | SHORT_BINUNICODE | BINUNICODE8 | UNICODE | BINSTRING | SHORT_BINSTRING | STRING | BINBYTES
+            | SHORT_BINBYTES | BINBYTES8 | BYTEARRAY8 => self.text(code),
             EMPTY_TUPLE | TUPLE1 | TUPLE2 | TUPLE3 | TUPLE | EMPTY_LIST | LIST | APPEND | APPENDS | EMPTY_DICT
             | DICT | SETITEM | SETITEMS | EMPTY_SET | ADDITEMS | FROZENSET => self.container(code),
             BINPUT | LONG_BINPUT | PUT | MEMOIZE | BINGET | LONG_BINGET | GET => self.memo_op(code),
@@ -342,7 +343,8 @@ impl<'a> Parser<'a> {
             BINFLOAT => Object::Float(f64::from_be_bytes(self.take_array()?)),
             FLOAT => {
                 let s = self.line_str()?;
-                let v = s.trim().parse::<f64>().map_err(|_| self.err(format_args!("bad float \"{}\"", printable(s))))?;
+                let v =
+                    s.trim().parse::<f64>().map_err(|_| self.err(format_args!("bad float \"{}\"", printable(s))))?;
                 Object::Float(v)
             }
             _ => return Err(self.unknown_opcode()),

@@ -79,8 +79,7 @@ fn check_against_expected(tensors: &[(String, RawTensor)]) {
     assert_eq!(names, want_names, "names and order");
     for ((name, t), e) in tensors.iter().zip(expected) {
         assert_eq!(format!("{:?}", t.dtype), e["dtype"].as_str().unwrap(), "{name} dtype");
-        let shape: Vec<usize> =
-            e["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = e["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         assert_eq!(t.shape, shape, "{name} shape");
         assert_eq!(t.data.len(), t.numel() * elem_size(t.dtype), "{name} byte length");
         assert_eq!(hex(&t.data), e["data_hex"].as_str().unwrap(), "{name} bytes");
@@ -112,10 +111,8 @@ fn reads_state_bin_exactly() {
 fn other_prefix_and_deflated_records() {
     // torch names the top directory after the file; any single directory works, and
     // compressed records are read too.
-    let entries: Vec<(String, Vec<u8>)> = unzip(&fixture("state.bin"))
-        .into_iter()
-        .map(|(n, d)| (n.replacen("state/", "pytorch_model/", 1), d))
-        .collect();
+    let entries: Vec<(String, Vec<u8>)> =
+        unzip(&fixture("state.bin")).into_iter().map(|(n, d)| (n.replacen("state/", "pytorch_model/", 1), d)).collect();
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     for (name, data) in &entries {

@@ -306,4 +306,3 @@ pub(super) fn gather(src: &[u8], es: usize, spec: &TensorSpec) -> Result<Vec<u8>
         }
     }
 }
-
