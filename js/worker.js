@@ -36,7 +36,7 @@ function isTrap(e) {
 const epochNow = () => (typeof wasmModule.wasmEpoch === 'function' ? wasmModule.wasmEpoch() : 0);
 const memoryBytes = () => (typeof wasmModule.wasmMemoryBytes === 'function' ? wasmModule.wasmMemoryBytes() : 0);
 
-function stopAfterTrap(id, e) {
+function stopAfterTrap(id, e, replaced) {
   let detail = e instanceof Error ? e.message : String(e);
   for (let x = e, depth = 0; x && depth < 8; x = x.cause, depth++) {
     if (typeof WebAssembly !== 'undefined' && x instanceof WebAssembly.RuntimeError) {
@@ -44,13 +44,14 @@ function stopAfterTrap(id, e) {
       break;
     }
   }
-  const mib = Math.round(memoryBytes() / 1024 ** 2);
+  // After an in-place replacement the memory read here is the new instance's, not the trapped one's.
+  const mem = replaced ? '' : `; wasm memory ${Math.round(memoryBytes() / 1024 ** 2)} MiB`;
   const err = {
     code: 'Internal',
     message:
-      `the blockffn worker stopped: its WebAssembly instance trapped (${detail}; wasm memory ${mib} MiB — a failed ` +
-      'allocation when memory is near its limit, else a bug: please report it). A trapped instance cannot be used ' +
-      'again; call engine.load() again: it starts a new worker and loads the model into it',
+      `the blockffn worker stopped: its WebAssembly instance trapped (${detail}${mem} — a failed allocation when ` +
+      'memory is near its limit, else a bug: please report it). A trapped instance cannot be used again; call ' +
+      'engine.load() again: it starts a new worker and loads the model into it',
   };
   trapped = err;
   for (const c of controllers.values()) c.abort();
@@ -110,7 +111,7 @@ async function handleCall(id, method, args) {
     }
   } catch (e) {
     if (trapped) post({ type: 'error', id, error: trapped, fatal: true });
-    else if (isTrap(e) || epochNow() !== epoch) stopAfterTrap(id, e);
+    else if (isTrap(e) || epochNow() !== epoch) stopAfterTrap(id, e, epochNow() !== epoch);
     else post({ type: 'error', id, error: serializeError(e) });
   } finally {
     controllers.delete(id);
