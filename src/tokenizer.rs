@@ -43,13 +43,21 @@ fn encode_err(e: impl std::fmt::Display) -> Error {
 impl Tokenizer {
     /// `bos` is the model's `bos_token_id`: it starts every encoded text, as in pre-training.
     pub fn from_bytes(json: &[u8], bos: Option<u32>) -> Result<Self> {
-        // tokenizers 0.23 panics (`.expect("Helper")`) on a JSON syntax error inside the `decoder`
-        // value, e.g. a truncated file: the syntax is checked here first (a trap in wasm otherwise).
-        serde_json::from_slice::<serde::de::IgnoredAny>(json).map_err(|e| {
+        // tokenizers 0.23 panics (`.expect("Helper")`) on any JSON error inside the `decoder` value
+        // (a truncated file, a lone surrogate escape): the whole document is parsed here first,
+        // escapes included (a trap in wasm otherwise).
+        let doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| {
             Error::Tokenizer(format!("tokenizer.json is not valid JSON ({e}); download or convert it again"))
         })?;
-        let inner = tokenizers::Tokenizer::from_bytes(json)
+        check_bpe_merges(&doc)?;
+        let mut inner = tokenizers::Tokenizer::from_bytes(json)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json cannot be read: {e}")))?;
+        // One text is encoded at a time: padding would allocate per encode whatever size the file
+        // names (a memory bomb), truncation would cut prompts silently.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json truncation cannot be turned off: {e}")))?;
         let added: HashMap<String, (u32, bool)> =
             inner.get_added_tokens_decoder().into_iter().map(|(id, t)| (t.content, (id, t.special))).collect();
         let added_ids = added.values().map(|&(id, _)| id).collect();
@@ -302,4 +310,35 @@ mod tests {
         assert_eq!(pieces("plain", &["<x>"]), vec!["plain"]);
         assert_eq!(pieces("", &["<x>"]), Vec::<&str>::new());
     }
+}
+
+/// tokenizers 0.23 computes `len(second) - len(continuing_subword_prefix)` for every BPE merge and
+/// panics when the second token is shorter than (or does not start with) the prefix: such a merge
+/// is refused here first.
+fn check_bpe_merges(doc: &serde_json::Value) -> Result<()> {
+    let model = &doc["model"];
+    if model["type"].as_str() != Some("BPE") {
+        return Ok(());
+    }
+    let prefix = match model["continuing_subword_prefix"].as_str() {
+        Some(p) if !p.is_empty() => p,
+        _ => return Ok(()),
+    };
+    let Some(merges) = model["merges"].as_array() else { return Ok(()) };
+    for (i, m) in merges.iter().enumerate() {
+        let second = match m {
+            serde_json::Value::String(s) => s.split(' ').nth(1),
+            serde_json::Value::Array(a) => a.get(1).and_then(|v| v.as_str()),
+            _ => None,
+        };
+        if let Some(b) = second {
+            if !b.starts_with(prefix) {
+                return Err(Error::Tokenizer(format!(
+                    "tokenizer.json: BPE merge {i} joins a token that lacks the continuing-subword prefix \"{}\"; the tokenizer is malformed",
+                    prefix.escape_debug()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
