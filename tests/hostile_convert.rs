@@ -9,8 +9,8 @@ mod common;
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use blockffn::convert::raw::{Dtype, RawTensor};
 use blockffn::convert::read_source;
@@ -198,32 +198,6 @@ fn hf_dir_with_pickle(pkl: Vec<u8>) -> (PathBuf, u64) {
 }
 
 // ---- running ------------------------------------------------------------------------------
-
-/// Runs the CLI under `sh -c "<prefix>; exec blockffn args…"` with the hostile-run deadline.
-fn run_sh(prefix: &str, args: &[&str]) -> (Output, Duration) {
-    let start = Instant::now();
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{prefix}; exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_blockffn"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > HOSTILE_TIME_LIMIT {
-            let _ = child.kill();
-            panic!("blockffn {args:?} ran past {HOSTILE_TIME_LIMIT:?} (hang)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child.wait_with_output().unwrap(), start.elapsed())
-}
 
 /// Asserts a clean, typed failure with `needle` in the message; returns stderr.
 fn assert_clean_error(o: &Output, args: &[&str], needle: &str) -> String {

@@ -137,11 +137,17 @@ pub const HOSTILE_TIME_LIMIT: std::time::Duration = std::time::Duration::from_se
 /// reliability reproductions do. Returns the output and the wall time; a run past the deadline is
 /// killed and reported as a failure of the test.
 pub fn run_capped(args: &[&str]) -> (Output, std::time::Duration) {
+    run_sh(&format!("ulimit -v {HOSTILE_AS_LIMIT_KIB}"), args)
+}
+
+/// Runs the CLI as `sh -c "<prefix>; exec blockffn args…"` (a limit of the test's choosing) with
+/// the hostile-run deadline.
+pub fn run_sh(prefix: &str, args: &[&str]) -> (Output, std::time::Duration) {
     use std::process::Stdio;
     let start = std::time::Instant::now();
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(format!("ulimit -v {HOSTILE_AS_LIMIT_KIB} && exec \"$0\" \"$@\""))
+        .arg(format!("{prefix} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_blockffn"))
         .args(args)
         .stdin(Stdio::null())
