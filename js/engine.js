@@ -27,46 +27,6 @@ function yieldToEventLoop() {
   return new Promise((r) => setTimeout(r, 0));
 }
 
-/** Holds back text that could be the start of a stop string; cuts at the first stop string. */
-class StopMatcher {
-  constructor(stops) {
-    this.stops = stops.filter((s) => s.length > 0);
-    this.held = '';
-  }
-  push(text, final) {
-    this.held += text;
-    if (this.stops.length === 0) {
-      const emit = this.held;
-      this.held = '';
-      return { emit, stopped: false };
-    }
-    let cut = -1;
-    for (const s of this.stops) {
-      const i = this.held.indexOf(s);
-      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
-    }
-    if (cut >= 0) {
-      const emit = this.held.slice(0, cut);
-      this.held = '';
-      return { emit, stopped: true };
-    }
-    let keep = 0;
-    if (!final) {
-      for (const s of this.stops) {
-        for (let k = Math.min(s.length - 1, this.held.length); k > keep; k--) {
-          if (this.held.endsWith(s.slice(0, k))) {
-            keep = k;
-            break;
-          }
-        }
-      }
-    }
-    const emit = this.held.slice(0, this.held.length - keep);
-    this.held = this.held.slice(this.held.length - keep);
-    return { emit, stopped: false };
-  }
-}
-
 const GENERATE_OPTIONS = ['maxTokens', 'temperature', 'topK', 'topP', 'repetitionPenalty', 'seed', 'stop', 'ignoreEos', 'signal', 'mode'];
 const LOAD_OPTIONS = ['onProgress', 'signal', 'cache', 'dtype', 'maxMemoryBytes'];
 /** More ids than any context holds: refused before anything is allocated for them. */
@@ -375,11 +335,13 @@ export class LocalEngine {
         const id = m.engine.singleTokenId(s);
         if (id !== undefined) stopIds.push(id);
       }
-      gen = m.engine.generation(ids, { ...o.wasm, stopTokenIds: stopIds });
+      // Stop strings are matched by the engine's generation loop (text held back while it could
+      // start one, cut before it); a stop string that is one token is also a stop id, since
+      // special tokens never reach the text.
+      gen = m.engine.generation(ids, { ...o.wasm, stopTokenIds: stopIds, stop: o.stop });
     } catch (e) {
       throw wasmFailure(e);
     }
-    const matcher = new StopMatcher(o.stop);
     const t0 = now();
     let tFirst = 0;
     let n = 0;
@@ -403,13 +365,14 @@ export class LocalEngine {
         n++;
         if (n === 1) tFirst = now();
       }
-      const { emit, stopped } = matcher.push(gen.text, !more);
+      const text = gen.text;
       const tokenIds = more ? [gen.token] : [];
       const experts = more ? [gen.experts] : [];
-      if (stopped || !more) {
-        return { last: true, chunk: { text: emit, tokenIds, experts, stats: stats(), finishReason: stopped ? 'stop' : gen.finishReason } };
+      // A token that completes a stop string ends the stream with it.
+      if (!more || gen.finishReason === 'stop') {
+        return { last: true, chunk: { text, tokenIds, experts, stats: stats(), finishReason: gen.finishReason } };
       }
-      return { last: false, chunk: { text: emit, tokenIds, experts, stats: stats() } };
+      return { last: false, chunk: { text, tokenIds, experts, stats: stats() } };
     };
     try {
       for (;;) {

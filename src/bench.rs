@@ -701,7 +701,7 @@ pub fn bench_spans(
         }
         .map_err(err)?;
         core::hint::black_box(&out.logits);
-        active.extend(out.active);
+        active.extend(out.active());
     }
     let ms = now_ms() - t0;
     let tokens = active.len();

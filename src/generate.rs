@@ -1,8 +1,11 @@
-//! Autoregressive generation and perplexity/sparsity evaluation on top of [`Model`].
+//! The one generation loop ([`Stepper`]) and perplexity/sparsity evaluation on top of [`Model`].
 
-use crate::metrics::{self, ActiveSets, Sparsity};
+use crate::backend::{Backend, SeqCache};
+use crate::experts::ExpertMasks;
+use crate::metrics::{self, ActiveSets, RunningSparsity, Sparsity, SparsityReport};
 use crate::model::{FfnMode, Logits, Model};
 use crate::sampling::Sampler;
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// Why generation stopped.
@@ -13,61 +16,345 @@ pub enum FinishReason {
     Length,
     /// The model produced its end-of-sequence token (not included in the output).
     Eos,
+    /// A stop token id (not included) or a stop string (the text is cut before it).
+    Stop,
     /// The model's context window is full.
     Context,
-    /// The caller's callback asked to stop.
+    /// The caller asked to stop.
     Stopped,
 }
 
+impl FinishReason {
+    /// The name the JS API uses (`finishReason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Length => "length",
+            FinishReason::Eos => "eos",
+            FinishReason::Stop => "stop",
+            FinishReason::Context => "context",
+            FinishReason::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
     pub mode: FfnMode,
     /// Stop at the model's `eos_token_id`.
     pub stop_at_eos: bool,
+    /// Ids that end generation (not emitted).
+    pub stop_ids: Vec<u32>,
+    /// Texts that end generation: the text is cut before the first one, and text that could be
+    /// the start of one is held back until it is known not to be.
+    pub stop_strings: Vec<String>,
+}
+
+/// One generation, a token per [`Stepper::step`]: prompt, sampling, stop ids and strings,
+/// incremental detokenization and running sparsity. The CLI, the wasm bindings and the
+/// benchmarks all drive this one loop. The model (and tokenizer) are passed to each call, so a
+/// stepper can live beside a shared model (the wasm `Generation` holds both).
+///
+/// Speculative decoding advances it by a verified span instead ([`Stepper::advance_verified`]):
+/// it runs the draft through the model itself on [`Stepper::cache_mut`], keeps the accepted
+/// prefix (`KvCache::truncate`), and hands the accepted ids over.
+pub struct Stepper<C> {
+    cache: C,
+    sampler: Sampler,
+    mode: FfnMode,
+    prompt_len: usize,
+    /// Prompt and every new id (the repetition penalty's context).
+    context: Vec<u32>,
+    /// Logits for the next token; `None` before the prompt is run.
+    logits: Option<Vec<f32>>,
+    max_new: usize,
+    eos: Option<u32>,
+    stop_ids: Vec<u32>,
+    new_ids: Vec<u32>,
+    finish: Option<FinishReason>,
+    /// The last token's active experts (`layers × words` words; empty when unknown).
+    mask: Vec<u32>,
+    stats: RunningSparsity,
+    text: TextStream,
+}
+
+impl<C: SeqCache> Stepper<C> {
+    /// Checks the prompt; nothing runs until the first `step`.
+    pub fn new<B: Backend<Cache = C>>(
+        model: &Model<B>,
+        prompt: &[u32],
+        sampler: Sampler,
+        opts: &GenerateOptions,
+    ) -> Result<Self> {
+        let cache = model.new_cache();
+        model.check_ids(&cache, prompt)?;
+        let cfg = model.config();
+        let mut stop_ids = opts.stop_ids.clone();
+        let eos = if opts.stop_at_eos { cfg.eos_token_id } else { None };
+        stop_ids.retain(|&id| Some(id) != eos);
+        Ok(Stepper {
+            cache,
+            sampler,
+            mode: opts.mode,
+            prompt_len: prompt.len(),
+            context: prompt.to_vec(),
+            logits: None,
+            max_new: opts.max_new_tokens,
+            eos,
+            stop_ids,
+            new_ids: Vec::new(),
+            finish: None,
+            mask: Vec::new(),
+            stats: RunningSparsity::new(cfg.num_hidden_layers, cfg.num_experts()),
+            text: TextStream::new(&opts.stop_strings),
+        })
+    }
+
+    /// Produces the next token: `Ok(Some(id))` with its experts ([`Stepper::experts`]) and new
+    /// text ([`Stepper::text`]), or `Ok(None)` once finished ([`Stepper::finish_reason`]; `text`
+    /// then holds any tail). A token can come with a finish reason too (it filled the context, or
+    /// completed a stop string).
+    pub fn step<B: Backend<Cache = C>>(&mut self, model: &Model<B>, tok: Option<&Tokenizer>) -> Result<Option<u32>> {
+        self.text.delta.clear();
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        let mut logits = match self.logits.take() {
+            Some(l) => l,
+            None => {
+                let mut out = model.forward(&mut self.cache, &self.context, self.mode, Logits::Last)?;
+                out.logits.pop().expect("forward returned the last logits")
+            }
+        };
+        if self.new_ids.len() >= self.max_new {
+            return self.end(FinishReason::Length, tok);
+        }
+        let id = self.sampler.sample(&mut logits, &self.context);
+        if Some(id) == self.eos {
+            return self.end(FinishReason::Eos, tok);
+        }
+        if self.stop_ids.contains(&id) {
+            return self.end(FinishReason::Stop, tok);
+        }
+        self.new_ids.push(id);
+        self.context.push(id);
+        if self.cache.len() >= model.config().max_position_embeddings {
+            // The token is emitted, but there is no room to run it: its experts are unknown.
+            self.mask.clear();
+            self.finish = Some(FinishReason::Context);
+            self.text.update(tok, &self.new_ids, true)?;
+            return Ok(Some(id));
+        }
+        let mut out = model.forward(&mut self.cache, &[id], self.mode, Logits::Last)?;
+        self.record(&out.experts, 0);
+        self.logits = Some(out.logits.pop().expect("forward returned the last logits"));
+        if self.text.update(tok, &self.new_ids, false)? {
+            self.finish = Some(FinishReason::Stop);
+        }
+        Ok(Some(id))
+    }
+
+    /// Takes `ids`, tokens the caller has already run through the model on this stepper's cache
+    /// (`experts` their active sets, `next_logits` the logits after the last one): the accepted
+    /// prefix of a verified draft. They pass the same stop checks as sampled tokens; returns how
+    /// many were taken (fewer when one of them ends the generation; the caller truncates the
+    /// cache to [`Stepper::position`] then).
+    pub fn advance_verified(
+        &mut self,
+        ids: &[u32],
+        experts: &ExpertMasks,
+        next_logits: Vec<f32>,
+        tok: Option<&Tokenizer>,
+    ) -> Result<usize> {
+        self.text.delta.clear();
+        for (t, &id) in ids.iter().enumerate() {
+            if self.finish.is_some() {
+                return Ok(t);
+            }
+            if self.new_ids.len() >= self.max_new {
+                self.end(FinishReason::Length, tok)?;
+                return Ok(t);
+            }
+            if Some(id) == self.eos || self.stop_ids.contains(&id) {
+                let r = if Some(id) == self.eos { FinishReason::Eos } else { FinishReason::Stop };
+                self.end(r, tok)?;
+                return Ok(t);
+            }
+            self.new_ids.push(id);
+            self.context.push(id);
+            self.record(experts, t);
+            if self.text.update(tok, &self.new_ids, false)? {
+                self.finish = Some(FinishReason::Stop);
+            }
+        }
+        self.logits = Some(next_logits);
+        Ok(ids.len())
+    }
+
+    fn record(&mut self, experts: &ExpertMasks, t: usize) {
+        self.mask.clear();
+        if t < experts.tokens() {
+            self.mask.extend_from_slice(experts.token(t));
+            self.stats.push(experts.token(t));
+        }
+    }
+
+    fn end(&mut self, reason: FinishReason, tok: Option<&Tokenizer>) -> Result<Option<u32>> {
+        self.finish = Some(reason);
+        self.text.update(tok, &self.new_ids, true)?;
+        Ok(None)
+    }
+
+    /// Ends the generation at the caller's request (no more tokens; flushes held-back text).
+    pub fn stop(&mut self, tok: Option<&Tokenizer>) -> Result<()> {
+        if self.finish.is_none() {
+            self.end(FinishReason::Stopped, tok)?;
+        }
+        Ok(())
+    }
+
+    /// Active experts of the last token: `words` u32 per layer (see [`crate::experts`]). Empty when
+    /// unknown (the token that filled the context) or for dense-FFN models.
+    pub fn experts(&self) -> &[u32] {
+        &self.mask
+    }
+    /// Text since the previous call (may be empty).
+    pub fn text(&self) -> &str {
+        &self.text.delta
+    }
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+    /// Every id generated so far.
+    pub fn ids(&self) -> &[u32] {
+        &self.new_ids
+    }
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+    /// Prompt and generated ids: what the next token follows.
+    pub fn context(&self) -> &[u32] {
+        &self.context
+    }
+    /// Positions the cache should hold: every token of the context except the newest, whose
+    /// logits are pending (before the first step: none).
+    pub fn position(&self) -> usize {
+        if self.logits.is_none() && self.new_ids.is_empty() {
+            0
+        } else {
+            self.context.len()
+        }
+    }
+    /// The logits for the next token, once the prompt has run.
+    pub fn next_logits(&self) -> Option<&[f32]> {
+        self.logits.as_deref()
+    }
+    pub fn cache_mut(&mut self) -> &mut C {
+        &mut self.cache
+    }
+    pub fn sampler_mut(&mut self) -> &mut Sampler {
+        &mut self.sampler
+    }
+    pub fn mode(&self) -> FfnMode {
+        self.mode
+    }
+    /// Running sparsity over the generated tokens (one segment).
+    pub fn sparsity(&self) -> SparsityReport {
+        self.stats.report()
+    }
+}
+
+/// Incremental detokenization with stop strings. Like the CLI always did, text is held back
+/// while it ends in an incomplete character; text that could start a stop string is held back
+/// until it cannot; the text is cut before the first stop string.
+struct TextStream {
+    stops: Vec<String>,
+    /// Decoded text of every id so far that has passed into `held` or out.
+    printed: String,
+    held: String,
+    delta: String,
+    stopped: bool,
+}
+
+impl TextStream {
+    fn new(stops: &[String]) -> Self {
+        TextStream {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            printed: String::new(),
+            held: String::new(),
+            delta: String::new(),
+            stopped: false,
+        }
+    }
+
+    /// Appends to `delta` what `ids` decode to beyond what was shown; true when a stop string
+    /// completed (the text then ends before it).
+    fn update(&mut self, tok: Option<&Tokenizer>, ids: &[u32], last: bool) -> Result<bool> {
+        let Some(t) = tok else { return Ok(false) };
+        if self.stopped {
+            return Ok(true);
+        }
+        let text = t.decode(ids)?;
+        if text.starts_with(&self.printed) && (last || !text.ends_with('\u{fffd}')) {
+            self.held.push_str(&text[self.printed.len()..]);
+            self.printed = text;
+        }
+        if let Some(cut) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+            self.delta.push_str(&self.held[..cut]);
+            self.held.clear();
+            self.stopped = true;
+            return Ok(true);
+        }
+        // Hold back the longest tail that is a proper prefix of some stop string.
+        let mut keep = 0;
+        if !last {
+            for s in &self.stops {
+                for (k, _) in s.char_indices().skip(1) {
+                    if k > keep && self.held.ends_with(&s[..k]) {
+                        keep = k;
+                    }
+                }
+            }
+        }
+        let split = self.held.len() - keep;
+        self.delta.push_str(&self.held[..split]);
+        self.held.drain(..split);
+        Ok(false)
+    }
 }
 
 /// One generated token with the experts it used in each layer.
 pub struct TokenEvent<'a> {
     pub id: u32,
-    pub active: &'a [Vec<u16>],
+    /// `words` u32 per layer (empty when unknown).
+    pub experts: &'a [u32],
+    /// New text (empty without a tokenizer).
+    pub text: &'a str,
 }
 
-/// Generates up to `max_new_tokens` ids after `prompt`. `on_token` sees each new token as it is
-/// produced and returns `false` to stop early.
-pub fn generate(
-    model: &Model,
+/// Generates up to `max_new_tokens` ids after `prompt` with a [`Stepper`]. `on_token` sees each
+/// new token as it is produced and returns `false` to stop early.
+pub fn generate<B: Backend>(
+    model: &Model<B>,
+    tok: Option<&Tokenizer>,
     prompt: &[u32],
-    sampler: &mut Sampler,
+    sampler: Sampler,
     opts: &GenerateOptions,
     mut on_token: impl FnMut(TokenEvent) -> bool,
-) -> Result<(Vec<u32>, FinishReason)> {
-    let mut cache = model.new_cache();
-    let mut out = model.forward(&mut cache, prompt, opts.mode, Logits::Last)?;
-    let mut context = prompt.to_vec();
-    let mut new_ids = Vec::new();
-    let max_ctx = model.config().max_position_embeddings;
-    let eos = if opts.stop_at_eos { model.config().eos_token_id } else { None };
+) -> Result<(Vec<u32>, FinishReason, String)> {
+    let mut st = Stepper::new(model, prompt, sampler, opts)?;
+    let mut text = String::new();
     loop {
-        if new_ids.len() >= opts.max_new_tokens {
-            return Ok((new_ids, FinishReason::Length));
-        }
-        let mut logits = out.logits.pop().expect("forward returned the last logits");
-        let id = sampler.sample(&mut logits, &context);
-        if Some(id) == eos {
-            return Ok((new_ids, FinishReason::Eos));
-        }
-        new_ids.push(id);
-        context.push(id);
-        if cache.len() >= max_ctx {
-            // The token is emitted, but there is no room to run it.
-            on_token(TokenEvent { id, active: &[] });
-            return Ok((new_ids, FinishReason::Context));
-        }
-        out = model.forward(&mut cache, &[id], opts.mode, Logits::Last)?;
-        if !on_token(TokenEvent { id, active: &out.active[0] }) {
-            return Ok((new_ids, FinishReason::Stopped));
+        let got = st.step(model, tok)?;
+        text.push_str(st.text());
+        let Some(id) = got else { break };
+        if !on_token(TokenEvent { id, experts: st.experts(), text: st.text() }) {
+            st.stop(tok)?;
+            text.push_str(st.text());
+            break;
         }
     }
+    Ok((st.ids().to_vec(), st.finish_reason().unwrap_or(FinishReason::Stopped), text))
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -129,7 +416,7 @@ fn eval_segment(model: &Model, seg: &[u32], mode: FfnMode) -> Result<(f64, usize
     for (logits, &next) in out.logits.iter().zip(&seg[1..]) {
         nll -= log_softmax_at(logits, next as usize);
     }
-    Ok((nll, seg.len() - 1, out.active))
+    Ok((nll, seg.len() - 1, out.active()))
 }
 
 /// Applies `f` to every segment, in order; natively the segments are spread over all cores.

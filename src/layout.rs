@@ -17,8 +17,48 @@ pub enum Transform {
     TransposeDownBlocks { experts: usize },
 }
 
+/// What a tensor is in the decoder, so the model picks its weights by role and names are spelled
+/// only in this file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    Embed,
+    InputNorm,
+    /// MLA low-rank query: `q_a_proj`, `q_a_layernorm`, `q_b_proj`.
+    QA,
+    QANorm,
+    QB,
+    /// The direct query projection (MLA without low rank, and GQA).
+    Q,
+    KvA,
+    KvANorm,
+    KvB,
+    K,
+    V,
+    O,
+    PostNorm,
+    Router,
+    RouterNorm,
+    /// BlockFFN experts: up `[Ne·de, H]`, transposed down `[Ne·de, H]`.
+    Up,
+    DownT,
+    /// Dense FFN of the baselines.
+    Gate,
+    DenseUp,
+    DenseDown,
+    FinalNorm,
+    LmHead,
+}
+
+/// A tensor's role: its part and, for layer tensors, the layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Role {
+    pub layer: Option<usize>,
+    pub part: Part,
+}
+
 #[derive(Debug, Clone)]
 pub struct TensorEntry {
+    pub role: Role,
     pub hf_name: String,
     pub hf_shape: Vec<usize>,
     pub rt_name: String,
@@ -29,8 +69,9 @@ pub struct TensorEntry {
     pub keep_f32: bool,
 }
 
-fn same(name: String, shape: Vec<usize>, keep_f32: bool) -> TensorEntry {
+fn same(role: Role, name: String, shape: Vec<usize>, keep_f32: bool) -> TensorEntry {
     TensorEntry {
+        role,
         hf_name: name.clone(),
         hf_shape: shape.clone(),
         rt_name: name,
@@ -51,47 +92,53 @@ fn mul(a: usize, b: usize) -> usize {
 pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
     let h = cfg.hidden_size;
     let heads = cfg.num_attention_heads;
-    let mut t = vec![same("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h], false)];
+    #[allow(non_snake_case)]
+    let G = |part| Role { layer: None, part };
+    let mut t = vec![same(G(Part::Embed), "model.embed_tokens.weight".into(), vec![cfg.vocab_size, h], false)];
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        t.push(same(format!("{p}.input_layernorm.weight"), vec![h], true));
+        #[allow(non_snake_case)]
+        let L = |part| Role { layer: Some(i), part };
+        t.push(same(L(Part::InputNorm), format!("{p}.input_layernorm.weight"), vec![h], true));
         match &cfg.attention {
             Attention::Mla(d) => {
                 let qhd = d.q_head_dim();
                 match d.q_lora_rank {
                     Some(r) => {
-                        t.push(same(format!("{p}.self_attn.q_a_proj.weight"), vec![r, h], false));
-                        t.push(same(format!("{p}.self_attn.q_a_layernorm.weight"), vec![r], true));
-                        t.push(same(format!("{p}.self_attn.q_b_proj.weight"), vec![mul(heads, qhd), r], false));
+                        t.push(same(L(Part::QA), format!("{p}.self_attn.q_a_proj.weight"), vec![r, h], false));
+                        t.push(same(L(Part::QANorm), format!("{p}.self_attn.q_a_layernorm.weight"), vec![r], true));
+                        t.push(same(L(Part::QB), format!("{p}.self_attn.q_b_proj.weight"), vec![mul(heads, qhd), r], false));
                     }
-                    None => t.push(same(format!("{p}.self_attn.q_proj.weight"), vec![mul(heads, qhd), h], false)),
+                    None => t.push(same(L(Part::Q), format!("{p}.self_attn.q_proj.weight"), vec![mul(heads, qhd), h], false)),
                 }
                 t.push(same(
+                    L(Part::KvA),
                     format!("{p}.self_attn.kv_a_proj_with_mqa.weight"),
                     vec![d.kv_lora_rank.saturating_add(d.qk_rope_head_dim), h],
                     false,
                 ));
-                t.push(same(format!("{p}.self_attn.kv_a_layernorm.weight"), vec![d.kv_lora_rank], true));
+                t.push(same(L(Part::KvANorm), format!("{p}.self_attn.kv_a_layernorm.weight"), vec![d.kv_lora_rank], true));
                 t.push(same(
+                    L(Part::KvB),
                     format!("{p}.self_attn.kv_b_proj.weight"),
                     vec![mul(heads, d.qk_nope_head_dim.saturating_add(d.v_head_dim)), d.kv_lora_rank],
                     false,
                 ));
-                t.push(same(format!("{p}.self_attn.o_proj.weight"), vec![h, mul(heads, d.v_head_dim)], false));
+                t.push(same(L(Part::O), format!("{p}.self_attn.o_proj.weight"), vec![h, mul(heads, d.v_head_dim)], false));
             }
             Attention::Vanilla { num_key_value_heads: kvh, head_dim: hd } => {
-                t.push(same(format!("{p}.self_attn.q_proj.weight"), vec![mul(heads, *hd), h], false));
-                t.push(same(format!("{p}.self_attn.k_proj.weight"), vec![mul(*kvh, *hd), h], false));
-                t.push(same(format!("{p}.self_attn.v_proj.weight"), vec![mul(*kvh, *hd), h], false));
-                t.push(same(format!("{p}.self_attn.o_proj.weight"), vec![h, mul(heads, *hd)], false));
+                t.push(same(L(Part::Q), format!("{p}.self_attn.q_proj.weight"), vec![mul(heads, *hd), h], false));
+                t.push(same(L(Part::K), format!("{p}.self_attn.k_proj.weight"), vec![mul(*kvh, *hd), h], false));
+                t.push(same(L(Part::V), format!("{p}.self_attn.v_proj.weight"), vec![mul(*kvh, *hd), h], false));
+                t.push(same(L(Part::O), format!("{p}.self_attn.o_proj.weight"), vec![h, mul(heads, *hd)], false));
             }
         }
-        t.push(same(format!("{p}.post_attention_layernorm.weight"), vec![h], true));
+        t.push(same(L(Part::PostNorm), format!("{p}.post_attention_layernorm.weight"), vec![h], true));
         match cfg.ffn {
             Ffn::Block { layout, num_experts: ne, expert_size: de, router, .. } => {
-                t.push(same(format!("{p}.mlp.router_proj.weight"), vec![ne, h], true));
+                t.push(same(L(Part::Router), format!("{p}.mlp.router_proj.weight"), vec![ne, h], true));
                 if router == Router::Relu(RouterNorm::Rms) {
-                    t.push(same(format!("{p}.mlp.router_norm.weight"), vec![ne], true));
+                    t.push(same(L(Part::RouterNorm), format!("{p}.mlp.router_norm.weight"), vec![ne], true));
                 }
                 let (up_shape, down_shape, down_tf) = match layout {
                     FfnType::Block => {
@@ -100,6 +147,7 @@ pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
                     _ => (vec![mul(ne, de), h], vec![h, mul(ne, de)], Transform::TransposeDown),
                 };
                 t.push(TensorEntry {
+                    role: L(Part::Up),
                     hf_name: format!("{p}.mlp.up_proj"),
                     hf_shape: up_shape,
                     rt_name: format!("{p}.mlp.up_proj"),
@@ -108,6 +156,7 @@ pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
                     keep_f32: false,
                 });
                 t.push(TensorEntry {
+                    role: L(Part::DownT),
                     hf_name: format!("{p}.mlp.down_proj"),
                     hf_shape: down_shape,
                     rt_name: format!("{p}.mlp.down_proj_t"),
@@ -118,16 +167,16 @@ pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
             }
             Ffn::Dense { intermediate_size: n, gated } => {
                 if gated {
-                    t.push(same(format!("{p}.mlp.gate_proj.weight"), vec![n, h], false));
+                    t.push(same(L(Part::Gate), format!("{p}.mlp.gate_proj.weight"), vec![n, h], false));
                 }
-                t.push(same(format!("{p}.mlp.up_proj.weight"), vec![n, h], false));
-                t.push(same(format!("{p}.mlp.down_proj.weight"), vec![h, n], false));
+                t.push(same(L(Part::DenseUp), format!("{p}.mlp.up_proj.weight"), vec![n, h], false));
+                t.push(same(L(Part::DenseDown), format!("{p}.mlp.down_proj.weight"), vec![h, n], false));
             }
         }
     }
-    t.push(same("model.norm.weight".into(), vec![h], true));
+    t.push(same(G(Part::FinalNorm), "model.norm.weight".into(), vec![h], true));
     if !cfg.tie_word_embeddings {
-        t.push(same("lm_head.weight".into(), vec![cfg.vocab_size, h], false));
+        t.push(same(G(Part::LmHead), "lm_head.weight".into(), vec![cfg.vocab_size, h], false));
     }
     t
 }

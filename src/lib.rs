@@ -5,10 +5,13 @@
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod bench;
+pub mod backend;
 pub mod config;
 #[cfg(feature = "convert")]
 pub mod convert;
+pub mod cpu;
 pub mod error;
+pub mod experts;
 pub mod generate;
 pub mod kernels;
 pub mod layout;
@@ -16,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod package;
 pub mod sampling;
+pub mod sink;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ModelConfig;
 use crate::model::Model;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::sink::{fill_from, HostSink, WeightSink};
 use crate::weights::{AlignedBuf, DType, WeightStore};
 use crate::{Error, Result};
 
@@ -96,18 +98,21 @@ impl Manifest {
 
     /// Checks `bytes` against the manifest entry of `name`.
     pub fn verify(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.verify_digest(name, bytes.len() as u64, &sha256_hex(bytes))
+    }
+
+    /// Checks a file's size and SHA-256 (lowercase hex) against the manifest entry of `name`.
+    pub fn verify_digest(&self, name: &str, size: u64, got: &str) -> Result<()> {
         let e = self
             .files
             .get(name)
             .ok_or_else(|| Error::IntegrityMismatch(format!("{name} is not listed in manifest.json")))?;
-        if e.size != bytes.len() as u64 {
+        if e.size != size {
             return Err(Error::IntegrityMismatch(format!(
-                "{name} is {} bytes but manifest.json records {}; the file is truncated or replaced — download or convert it again",
-                bytes.len(),
+                "{name} is {size} bytes but manifest.json records {}; the file is truncated or replaced — download or convert it again",
                 e.size
             )));
         }
-        let got = sha256_hex(bytes);
         if got != e.sha256 {
             return Err(Error::IntegrityMismatch(format!(
                 "{name} has sha256 {got} but manifest.json records {}; the file is corrupted — download or convert it again",
@@ -219,12 +224,10 @@ pub fn open_regular(path: &Path) -> Result<std::fs::File> {
 }
 
 /// Loads a converted model directory, verifying every listed file against the manifest.
-/// Peak memory is the weight file's size plus small buffers: the file is read straight into the
-/// buffer the model computes from.
+/// Peak memory is the weight file's size plus small buffers: the file is streamed through a
+/// [`crate::sink::WeightSink`] straight into the buffer the model computes from, hashed on the way.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load_dir(dir: &Path) -> Result<Package> {
-    use std::io::Read;
-
     let manifest_path = dir.join(MANIFEST_FILE);
     if !manifest_path.exists() {
         let hint = if dir.join("pytorch_model.bin").exists() || dir.join("model.safetensors.index.json").exists() {
@@ -263,11 +266,12 @@ pub fn load_dir(dir: &Path) -> Result<Package> {
             "{WEIGHTS_FILE} is {len} bytes but manifest.json records {expected}; the file is truncated or replaced — download or convert it again"
         )));
     }
-    let mut buf =
-        AlignedBuf::zeroed(usize::try_from(len).map_err(|_| Error::OutOfMemory("weights too large".into()))?)?;
-    f.read_exact(buf.as_bytes_mut()).map_err(|e| Error::io(&wpath, e))?;
-    manifest.verify(WEIGHTS_FILE, buf.as_bytes())?;
-    let model = model_from_parts(&config_json, buf)?;
+    // Streamed into its final buffer and hashed on the way: one copy, one pass.
+    let mut sink =
+        HostSink::new(usize::try_from(len).map_err(|_| Error::OutOfMemory("weights too large".into()))?)?;
+    fill_from(&mut sink, &mut f, 8 << 20).map_err(|e| Error::io(&wpath, e))?;
+    manifest.verify_digest(WEIGHTS_FILE, len, &sink.sha256())?;
+    let model = model_from_parts(&config_json, sink.into_buf())?;
     check_dtype(&model, &manifest.dtype)?;
     Ok(Package { manifest, model, tokenizer_json })
 }

@@ -7,17 +7,15 @@
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use wasm_bindgen::prelude::*;
 
 use crate::config::{Attention, Ffn, FfnType};
-use crate::generate::{generate, GenerateOptions};
-use crate::metrics::CLS_WINDOWS;
+use crate::generate::{generate, GenerateOptions, Stepper};
 use crate::model::{FfnMode, KvCache, Logits, Model};
 use crate::package::{model_from_parts, Manifest};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{Segment, Tokenizer};
-use crate::weights::AlignedBuf;
+use crate::sink::{HostSink, WeightSink};
 use crate::Error;
 
 #[wasm_bindgen(start)]
@@ -53,10 +51,6 @@ fn js_count(v: f64, what: &str) -> Result<usize, JsValue> {
 fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(|e| js_err(Error::InvalidInput(format!("cannot convert a result for JS: {e}"))))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of `bytes` as lowercase hex (the manifest's format).
@@ -105,15 +99,11 @@ pub fn parse_manifest(text: &str) -> Result<JsValue, JsValue> {
 }
 
 /// The weights file, written chunk by chunk straight into its final aligned buffer in wasm
-/// memory, so loading never holds the weights twice. Chunks written in order are hashed as they
-/// arrive, so the SHA-256 check costs no second pass.
+/// memory (a [`HostSink`]), so loading never holds the weights twice. Chunks written in order are
+/// hashed as they arrive, so the SHA-256 check costs no second pass.
 #[wasm_bindgen]
 pub struct WeightBuffer {
-    buf: Option<AlignedBuf>,
-    hasher: Sha256,
-    /// Bytes hashed so far (a prefix of the buffer); hashing stops at the first out-of-order write.
-    hashed: usize,
-    in_order: bool,
+    sink: Option<HostSink>,
 }
 
 // The Rust-facing methods take `usize`; the JS-facing ones below take numbers and check them
@@ -121,39 +111,26 @@ pub struct WeightBuffer {
 impl WeightBuffer {
     /// Allocates `len` bytes; fails with code `OutOfMemory` (never a trap) when wasm memory cannot grow.
     pub fn new(len: usize) -> Result<WeightBuffer, JsValue> {
-        Ok(WeightBuffer {
-            buf: Some(AlignedBuf::zeroed(len).map_err(js_err)?),
-            hasher: Sha256::new(),
-            hashed: 0,
-            in_order: true,
-        })
+        Ok(WeightBuffer { sink: Some(HostSink::new(len).map_err(js_err)?) })
+    }
+
+    fn sink(&self) -> Result<&HostSink, JsValue> {
+        self.sink
+            .as_ref()
+            .ok_or_else(|| js_err(Error::InvalidInput("this WeightBuffer was already given to an Engine".into())))
     }
 
     pub fn write(&mut self, offset: usize, chunk: &[u8]) -> Result<(), JsValue> {
-        let buf = self
-            .buf
+        let sink = self
+            .sink
             .as_mut()
             .ok_or_else(|| js_err(Error::InvalidInput("this WeightBuffer was already given to an Engine".into())))?;
-        let end = offset.checked_add(chunk.len()).filter(|&e| e <= buf.len()).ok_or_else(|| {
-            js_err(Error::InvalidInput(format!(
-                "chunk of {} bytes at offset {offset} does not fit the {}-byte weight buffer",
-                chunk.len(),
-                buf.len()
-            )))
-        })?;
-        buf.as_bytes_mut()[offset..end].copy_from_slice(chunk);
-        if self.in_order && offset == self.hashed {
-            self.hasher.update(chunk);
-            self.hashed = end;
-        } else {
-            self.in_order = false;
-        }
-        Ok(())
+        sink.write(offset, chunk).map_err(js_err)
     }
 
     /// Copies `len` bytes from `offset` out (for writing the verified file to a cache in pieces).
     pub fn read(&self, offset: usize, len: usize) -> Result<Vec<u8>, JsValue> {
-        let b = self.bytes()?.as_bytes();
+        let b = self.sink()?.bytes();
         let end = offset.checked_add(len).filter(|&e| e <= b.len()).ok_or_else(|| {
             js_err(Error::InvalidInput(format!("range {offset}+{len} is outside the {}-byte weight buffer", b.len())))
         })?;
@@ -170,15 +147,9 @@ impl WeightBuffer {
         Self::new(js_size(len, "the weight buffer's length", isize::MAX as usize)?)
     }
 
-    fn bytes(&self) -> Result<&AlignedBuf, JsValue> {
-        self.buf
-            .as_ref()
-            .ok_or_else(|| js_err(Error::InvalidInput("this WeightBuffer was already given to an Engine".into())))
-    }
-
     #[wasm_bindgen(getter)]
     pub fn length(&self) -> usize {
-        self.buf.as_ref().map_or(0, AlignedBuf::len)
+        self.sink.as_ref().map_or(0, |s| s.len())
     }
 
     /// Writes `chunk` at byte `offset`.
@@ -195,12 +166,7 @@ impl WeightBuffer {
 
     /// SHA-256 of the whole buffer as lowercase hex; free when the chunks were written in order.
     pub fn sha256(&self) -> Result<String, JsValue> {
-        let buf = self.bytes()?;
-        if self.in_order && self.hashed == buf.len() {
-            Ok(hex(&self.hasher.clone().finalize()))
-        } else {
-            Ok(crate::package::sha256_hex(buf.as_bytes()))
-        }
+        Ok(self.sink()?.sha256())
     }
 }
 
@@ -277,6 +243,8 @@ struct GenOptions {
     ignore_eos: bool,
     /// Extra ids that end generation like EOS (not included in the output).
     stop_token_ids: Vec<u32>,
+    /// Texts that end generation (the text is cut before the first one).
+    stop: Vec<String>,
 }
 
 impl Engine {
@@ -294,9 +262,9 @@ impl Engine {
         dense: bool,
     ) -> Result<Vec<u32>, JsValue> {
         let params = SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
-        let mut sampler = Sampler::new(params).map_err(js_err)?;
-        let opts = GenerateOptions { max_new_tokens, mode: mode(dense), stop_at_eos: true };
-        let (ids, _) = generate(&self.model, prompt, &mut sampler, &opts, |_| true).map_err(js_err)?;
+        let sampler = Sampler::new(params).map_err(js_err)?;
+        let opts = GenerateOptions { max_new_tokens, mode: mode(dense), stop_at_eos: true, ..Default::default() };
+        let (ids, _, _) = generate(&self.model, None, prompt, sampler, &opts, |_| true).map_err(js_err)?;
         Ok(ids)
     }
 
@@ -319,9 +287,10 @@ impl Engine {
         dtype: Option<String>,
     ) -> Result<Engine, JsValue> {
         let buf = weights
-            .buf
+            .sink
             .take()
-            .ok_or_else(|| js_err(Error::InvalidInput("this WeightBuffer was already used".into())))?;
+            .ok_or_else(|| js_err(Error::InvalidInput("this WeightBuffer was already used".into())))?
+            .into_buf();
         let params = count_params(buf.as_bytes());
         let model = model_from_parts(config_json, buf).map_err(js_err)?;
         if let Some(d) = &dtype {
@@ -451,8 +420,8 @@ impl Engine {
 
     /// Starts a streaming generation after `prompt` (ids). `options` (all optional): `maxTokens`,
     /// `temperature`, `topK`, `topP`, `repetitionPenalty`, `seed`, `dense`, `ignoreEos`,
-    /// `stopTokenIds`. The generation holds its own KV cache and sampler and shares the model, so
-    /// it stays valid after the engine is freed.
+    /// `stopTokenIds`, `stop` (strings). The generation holds its own KV cache and sampler and
+    /// shares the model, so it stays valid after the engine is freed.
     pub fn generation(&self, prompt: &[u32], options: JsValue) -> Result<Generation, JsValue> {
         let o: GenOptions = if options.is_undefined() || options.is_null() {
             GenOptions::default()
@@ -468,137 +437,44 @@ impl Engine {
             seed: o.seed.unwrap_or(0),
         };
         let sampler = Sampler::new(params).map_err(js_err)?;
-        let cache = self.model.new_cache();
-        self.model.check_ids(&cache, prompt).map_err(js_err)?;
-        let cfg = self.model.config();
-        let ne = cfg.num_experts();
-        let layers = cfg.num_hidden_layers;
-        let mut stop_ids = o.stop_token_ids;
-        if !o.ignore_eos {
-            stop_ids.extend(cfg.eos_token_id);
-        }
-        Ok(Generation {
-            model: self.model.clone(),
-            tokenizer: self.tokenizer.clone(),
-            cache,
-            sampler,
+        let opts = GenerateOptions {
+            max_new_tokens: o.max_tokens.map_or(Ok(usize::MAX), |n| js_count(n, "maxTokens"))?,
             mode: mode(o.dense),
-            prompt_len: prompt.len(),
-            context: prompt.to_vec(),
-            logits: None,
-            max_new: o.max_tokens.map_or(Ok(usize::MAX), |n| js_count(n, "maxTokens"))?,
-            eos: cfg.eos_token_id.filter(|_| !o.ignore_eos),
-            stop_ids,
-            new_ids: Vec::new(),
-            finish: None,
-            token: 0,
-            mask: Vec::new(),
-            words: ne.div_ceil(32),
-            stats: RunningSparsity::new(layers, ne),
-            printed: String::new(),
-            delta: String::new(),
-        })
+            stop_at_eos: !o.ignore_eos,
+            stop_ids: o.stop_token_ids,
+            stop_strings: o.stop,
+        };
+        let stepper = Stepper::new(&self.model, prompt, sampler, &opts).map_err(js_err)?;
+        Ok(Generation { model: self.model.clone(), tokenizer: self.tokenizer.clone(), stepper, token: 0 })
     }
 }
 
-/// One streaming generation: each [`Generation::step`] samples one token with the same code as the
-/// native CLI (`generate::generate`), runs it through the model, and records its active experts.
+/// One streaming generation: each [`Generation::step`] advances the crate's one generation loop
+/// ([`Stepper`]) by a token; this type only binds it.
 #[wasm_bindgen]
 pub struct Generation {
     model: Rc<Model>,
     tokenizer: Option<Rc<Tokenizer>>,
-    cache: KvCache,
-    sampler: Sampler,
-    mode: FfnMode,
-    prompt_len: usize,
-    /// Prompt and every new id (the repetition penalty's context).
-    context: Vec<u32>,
-    /// Logits for the next token; `None` before the prompt is run.
-    logits: Option<Vec<f32>>,
-    max_new: usize,
-    eos: Option<u32>,
-    stop_ids: Vec<u32>,
-    new_ids: Vec<u32>,
-    finish: Option<&'static str>,
+    stepper: Stepper<KvCache>,
     token: u32,
-    /// Bitmask of the last token's active experts: `words` u32 per layer.
-    mask: Vec<u32>,
-    words: usize,
-    stats: RunningSparsity,
-    printed: String,
-    delta: String,
 }
 
 #[wasm_bindgen]
 impl Generation {
     /// Produces the next token. Returns `true` with a token ready (`token`, `experts`, `text`), or
-    /// `false` when generation has finished (`finishReason` says why; `text` holds any tail).
+    /// `false` when generation has finished (`finishReason` says why; `text` holds any tail). A
+    /// token that completes a stop string or fills the context comes with `finishReason` set.
     pub fn step(&mut self) -> Result<bool, JsValue> {
-        self.delta.clear();
-        if self.finish.is_some() {
-            return Ok(false);
+        let got = self.stepper.step(&self.model, self.tokenizer.as_deref()).map_err(js_err)?;
+        if let Some(id) = got {
+            self.token = id;
         }
-        let logits = match self.logits.take() {
-            Some(l) => l,
-            None => {
-                let prompt = self.context.clone();
-                let mut out = self.model.forward(&mut self.cache, &prompt, self.mode, Logits::Last).map_err(js_err)?;
-                out.logits.pop().expect("forward returned the last logits")
-            }
-        };
-        // The loop of `generate::generate`, one iteration per call.
-        if self.new_ids.len() >= self.max_new {
-            return self.end("length");
-        }
-        let mut logits = logits;
-        let id = self.sampler.sample(&mut logits, &self.context);
-        if Some(id) == self.eos {
-            return self.end("eos");
-        }
-        if self.stop_ids.contains(&id) {
-            return self.end("stop");
-        }
-        self.new_ids.push(id);
-        self.context.push(id);
-        self.token = id;
-        if self.cache.len() >= self.model.config().max_position_embeddings {
-            // The token is emitted, but there is no room to run it: its experts are unknown.
-            self.mask.clear();
-            self.finish = Some("context");
-            self.update_text(true)?;
-            return Ok(true);
-        }
-        let out = self.model.forward(&mut self.cache, &[id], self.mode, Logits::Last).map_err(js_err)?;
-        let active = &out.active[0];
-        self.mask.clear();
-        self.mask.resize(active.len() * self.words, 0);
-        for (l, set) in active.iter().enumerate() {
-            for &e in set {
-                self.mask[l * self.words + e as usize / 32] |= 1 << (e % 32);
-            }
-        }
-        self.stats.push(active);
-        self.logits = Some(out.logits.into_iter().next().expect("forward returned the last logits"));
-        self.update_text(false)?;
-        Ok(true)
+        Ok(got.is_some())
     }
 
-    fn end(&mut self, reason: &'static str) -> Result<bool, JsValue> {
-        self.finish = Some(reason);
-        self.update_text(true)?;
-        Ok(false)
-    }
-
-    /// Appends to `delta` the decoded text that extends what was already emitted. Like the CLI,
-    /// text is held back while it ends in an incomplete character; `last` flushes the rest.
-    fn update_text(&mut self, last: bool) -> Result<(), JsValue> {
-        let Some(t) = &self.tokenizer else { return Ok(()) };
-        let text = t.decode(&self.new_ids).map_err(js_err)?;
-        if text.starts_with(&self.printed) && (last || !text.ends_with('\u{fffd}')) {
-            self.delta.push_str(&text[self.printed.len()..]);
-            self.printed = text;
-        }
-        Ok(())
+    /// Ends the generation early: no more tokens; `text` then holds any held-back tail.
+    pub fn stop(&mut self) -> Result<(), JsValue> {
+        self.stepper.stop(self.tokenizer.as_deref()).map_err(js_err)
     }
 
     /// The token produced by the last `step`.
@@ -612,124 +488,36 @@ impl Generation {
     /// token that filled the context) or for dense-FFN models.
     #[wasm_bindgen(getter)]
     pub fn experts(&self) -> Vec<u32> {
-        self.mask.clone()
+        self.stepper.experts().to_vec()
     }
 
     /// New text since the previous `step` (may be empty).
     #[wasm_bindgen(getter)]
     pub fn text(&self) -> String {
-        self.delta.clone()
+        self.stepper.text().to_string()
     }
 
-    /// `"length"`, `"eos"`, `"stop"` (a stop token id) or `"context"`; `undefined` while running.
+    /// `"length"`, `"eos"`, `"stop"` (a stop token id or string) or `"context"`; `undefined`
+    /// while running.
     #[wasm_bindgen(getter, js_name = finishReason)]
     pub fn finish_reason(&self) -> Option<String> {
-        self.finish.map(str::to_string)
+        self.stepper.finish_reason().map(|r| r.as_str().to_string())
     }
 
     /// Every id generated so far.
     #[wasm_bindgen(getter)]
     pub fn ids(&self) -> Vec<u32> {
-        self.new_ids.clone()
+        self.stepper.ids().to_vec()
     }
 
     #[wasm_bindgen(getter, js_name = promptTokens)]
     pub fn prompt_tokens(&self) -> usize {
-        self.prompt_len
+        self.stepper.prompt_len()
     }
 
     /// Running sparsity over the generated tokens (one segment; definitions of `metrics.rs`):
     /// `{ tokens, tls, cls: { "1": …, …, "64": … }, reuse }`, `null` where undefined.
     pub fn stats(&self) -> Result<JsValue, JsValue> {
-        to_js(&self.stats.report())
-    }
-}
-
-/// TLS, CLS_L and reuse over a growing segment, updated per token in O(layers · experts), equal to
-/// `metrics::sparsity` over the same segment.
-struct RunningSparsity {
-    layers: usize,
-    experts: usize,
-    tokens: usize,
-    active: usize,
-    /// Per window size: (OR of the open window per layer, tokens in it, used, total).
-    windows: Vec<(usize, Vec<bool>, usize, usize, usize)>,
-    prev: Option<Vec<Vec<u16>>>,
-    reuse_sum: f64,
-    reuse_n: usize,
-}
-
-#[derive(Serialize)]
-struct SparsityReport {
-    tokens: usize,
-    tls: Option<f64>,
-    cls: std::collections::BTreeMap<String, Option<f64>>,
-    reuse: Option<f64>,
-}
-
-impl RunningSparsity {
-    fn new(layers: usize, experts: usize) -> Self {
-        RunningSparsity {
-            layers,
-            experts,
-            tokens: 0,
-            active: 0,
-            windows: CLS_WINDOWS.iter().map(|&w| (w, vec![false; layers * experts], 0, 0, 0)).collect(),
-            prev: None,
-            reuse_sum: 0.0,
-            reuse_n: 0,
-        }
-    }
-
-    fn push(&mut self, sets: &[Vec<u16>]) {
-        if self.experts == 0 || sets.len() != self.layers {
-            return;
-        }
-        self.tokens += 1;
-        self.active += sets.iter().map(Vec::len).sum::<usize>();
-        // CLS drops the segment's first token (it has no predecessor).
-        if self.tokens > 1 {
-            let (layers, experts) = (self.layers, self.experts);
-            for (w, mark, n, used, total) in &mut self.windows {
-                for (l, set) in sets.iter().enumerate() {
-                    for &e in set {
-                        mark[l * experts + e as usize] = true;
-                    }
-                }
-                *n += 1;
-                if *n == *w {
-                    *used += mark.iter().filter(|&&m| m).count();
-                    *total += layers * experts;
-                    mark.iter_mut().for_each(|m| *m = false);
-                    *n = 0;
-                }
-            }
-        }
-        if let Some(prev) = &self.prev {
-            for (a, b) in prev.iter().zip(sets) {
-                if !a.is_empty() {
-                    let common = a.iter().filter(|e| b.binary_search(e).is_ok()).count();
-                    self.reuse_sum += common as f64 / a.len() as f64;
-                    self.reuse_n += 1;
-                }
-            }
-        }
-        self.prev = Some(sets.to_vec());
-    }
-
-    fn report(&self) -> SparsityReport {
-        let tls =
-            (self.tokens > 0).then(|| 1.0 - self.active as f64 / (self.layers * self.tokens * self.experts) as f64);
-        let cls = self
-            .windows
-            .iter()
-            .map(|(w, _, _, used, total)| (w.to_string(), (*total > 0).then(|| 1.0 - *used as f64 / *total as f64)))
-            .collect();
-        SparsityReport {
-            tokens: self.tokens,
-            tls,
-            cls,
-            reuse: (self.reuse_n > 0).then(|| self.reuse_sum / self.reuse_n as f64),
-        }
+        to_js(&self.stepper.sparsity())
     }
 }

@@ -25,9 +25,9 @@ fn chunked(m: &Model, ids: &[u32], size: usize) -> (Vec<Vec<f32>>, Vec<Vec<Vec<u
     for span in ids.chunks(size) {
         let out = m.forward_chunk(&mut cache, span, Logits::All).unwrap();
         assert_eq!(out.logits.len(), span.len());
-        assert_eq!(out.active.len(), span.len());
+        assert_eq!(out.active().len(), span.len());
+        active.extend(out.active());
         logits.extend(out.logits);
-        active.extend(out.active);
     }
     assert_eq!(cache.len(), ids.len());
     (logits, active)
@@ -57,7 +57,7 @@ fn chunked_forward_equals_per_token_sparse_and_reference() {
             println!("{name} chunks of {size}: max |chunk - sparse| = {d:.3e}, |chunk - reference| = {r:.3e}");
             assert!(d <= 1e-5, "{name} chunks of {size}: differs from sparse by {d}");
             assert!(r < 1e-4, "{name} chunks of {size}: differs from the reference by {r}");
-            assert_eq!(active, sparse.active, "{name} chunks of {size}: active sets");
+            assert_eq!(active, sparse.active(), "{name} chunks of {size}: active sets");
         }
         // Active sets in the CLI's JSON shape: [layer][position] in expected.json.
         let layers = exp["active_experts"].as_array().unwrap();
@@ -110,7 +110,7 @@ fn chunked_equals_sparse_in_every_dtype() {
                 let d = max_diff(&logits, &sparse.logits);
                 println!("{name} {dtype} chunks of {size}: max |chunk - sparse| = {d:.3e}");
                 assert!(d <= 1e-5, "{name} {dtype} chunks of {size}: differs from sparse by {d}");
-                assert_eq!(active, sparse.active);
+                assert_eq!(active, sparse.active());
             }
         }
     }

@@ -213,7 +213,7 @@ fn q8_engine_equals_f32_engine_on_dequantized_weights() {
             assert!(worst < 0.05, "{name} {mode:?}: q8 and dequantized f32 differ by {worst}");
             let ne = serde_json::from_str::<serde_json::Value>(&config).unwrap()["num_experts"].as_u64().unwrap_or(0);
             let (mut flips, mut decisions) = (0usize, 0usize);
-            for (pa, pb) in a.active.iter().zip(&b.active) {
+            for (pa, pb) in a.active().iter().zip(&b.active()) {
                 for (la, lb) in pa.iter().zip(pb) {
                     decisions += ne as usize;
                     flips +=

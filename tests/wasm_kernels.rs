@@ -764,17 +764,17 @@ fn q8_model_end_to_end_under_simd() {
     );
     assert!(worst <= 0.12 && mean <= 1e-2, "q8 under SIMD: logit error max {worst} mean {mean}");
     assert!(sd < 1e-5, "q8 under SIMD: sparse and dense differ by {sd}");
-    assert_eq!(sparse.active, dense.active);
+    assert_eq!(sparse.active(), dense.active());
     // The chunk path (SIMD chunk kernels over q8) equals the per-token sparse path.
     for size in [3, ids.len()] {
         let mut cache = model.new_cache();
         let (mut logits, mut active) = (Vec::new(), Vec::new());
         for span in ids.chunks(size) {
             let o = model.forward_chunk(&mut cache, span, Logits::All).unwrap();
+            active.extend(o.active());
             logits.extend(o.logits);
-            active.extend(o.active);
         }
-        assert_eq!(active, sparse.active, "q8 chunks of {size}: active sets");
+        assert_eq!(active, sparse.active(), "q8 chunks of {size}: active sets");
         let d = logits.iter().zip(&sparse.logits).flat_map(|(a, b)| a.iter().zip(b).map(|(p, q)| (p - q).abs()));
         let d = d.fold(0.0f32, f32::max);
         assert!(d <= 1e-5, "q8 chunks of {size}: chunk and sparse differ by {d}");

@@ -80,6 +80,9 @@ enum Cmd {
         /// Keep generating past the end-of-sequence token.
         #[arg(long)]
         ignore_eos: bool,
+        /// Stop before this text (repeatable); text that could start it is held back until it cannot.
+        #[arg(long)]
+        stop: Vec<String>,
         /// Print {"ids": [...], "text": "..."} instead of streaming text.
         #[arg(long)]
         json: bool,
@@ -222,8 +225,9 @@ fn run(cli: Cli) -> Result<()> {
             let mut obj = serde_json::json!({ "logits": out.logits });
             if experts {
                 let layers = m.config().num_hidden_layers;
+                let active = out.active();
                 let per_layer: Vec<Vec<&Vec<u16>>> =
-                    (0..layers).map(|l| out.active.iter().map(|pos| &pos[l]).collect()).collect();
+                    (0..layers).map(|l| active.iter().map(|pos| &pos[l]).collect()).collect();
                 obj["active_experts"] = serde_json::to_value(per_layer).expect("serializable");
             }
             serde_json::to_writer(&mut stdout, &obj).map_err(|e| Error::io_write("<stdout>", e.into()))?;
@@ -242,6 +246,7 @@ fn run(cli: Cli) -> Result<()> {
             repetition_penalty,
             seed,
             ignore_eos,
+            stop,
             json,
         } => {
             let prompt = match prompt_file {
@@ -253,7 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => ids,
             };
             let params = SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
-            let mut sampler = Sampler::new(params)?;
+            let sampler = Sampler::new(params)?;
             let pkg = model.load()?;
             // A text prompt needs the tokenizer; with --ids it is only used to print text.
             let tok = if prompt.is_some() || pkg.tokenizer_json.is_some() {
@@ -271,43 +276,36 @@ fn run(cli: Cli) -> Result<()> {
                 (None, Some(ids)) => ids,
                 (None, None) => unreachable!("clap requires a prompt or ids"),
             };
-            let opts = GenerateOptions { max_new_tokens, mode: model.mode(), stop_at_eos: !ignore_eos };
-            let mut printed = String::new();
-            let mut so_far = Vec::new();
-            let (new_ids, _reason) = generate(&pkg.model, &prompt_ids, &mut sampler, &opts, |ev| {
-                so_far.push(ev.id);
-                if !json {
-                    if let Some(t) = &tok {
-                        if let Ok(text) = t.decode(&so_far) {
-                            // Print only once the decoded text extends what is already shown.
-                            if text.starts_with(&printed) && !text.ends_with('\u{fffd}') {
-                                let _ = write!(stdout, "{}", &text[printed.len()..]);
-                                let _ = stdout.flush();
-                                printed = text;
-                            }
-                        }
-                    }
+            let opts = GenerateOptions {
+                max_new_tokens,
+                mode: model.mode(),
+                stop_at_eos: !ignore_eos,
+                stop_ids: Vec::new(),
+                stop_strings: stop.clone(),
+            };
+            let mut shown = 0usize;
+            let (new_ids, _reason, text) = generate(&pkg.model, tok.as_ref(), &prompt_ids, sampler, &opts, |ev| {
+                if !json && !ev.text.is_empty() {
+                    let _ = write!(stdout, "{}", ev.text);
+                    let _ = stdout.flush();
+                    shown += ev.text.len();
                 }
                 true
             })?;
-            let text = match &tok {
-                Some(t) => Some(t.decode(&new_ids)?),
-                None => None,
-            };
             if json {
+                // Without stop strings the text is the whole decode, as it always was.
+                let text = match &tok {
+                    Some(t) if stop.is_empty() => Some(t.decode(&new_ids)?),
+                    Some(_) => Some(text),
+                    None => None,
+                };
                 let obj = serde_json::json!({ "ids": new_ids, "text": text });
                 writeln!(stdout, "{obj}").map_err(out_err)?;
+            } else if tok.is_some() {
+                writeln!(stdout, "{}", &text[shown..]).map_err(out_err)?;
             } else {
-                match &text {
-                    Some(t) => {
-                        if t.starts_with(&printed) {
-                            write!(stdout, "{}", &t[printed.len()..]).map_err(out_err)?;
-                        }
-                        writeln!(stdout).map_err(out_err)?;
-                    }
-                    None => writeln!(stdout, "{}", new_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
-                        .map_err(out_err)?,
-                }
+                writeln!(stdout, "{}", new_ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+                    .map_err(out_err)?;
             }
         }
         Cmd::Eval { model, text, max_tokens, json } => {

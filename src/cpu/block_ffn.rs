@@ -26,28 +26,28 @@ pub(crate) struct BlockFfnParams {
     pub eps: f32,
 }
 
-/// Router scores for one token. Returns the scores (0 for inactive experts) and fills `active`
-/// with the sorted ids of experts whose ReLU output is > 0.
+/// Router scores for one token. Returns the scores (0 for inactive experts) and sets in `mask`
+/// (the token's bitmask for this layer, cleared first) the experts whose ReLU output is > 0.
 pub(crate) fn route(
     w: &BlockFfnWeights,
     store: &WeightStore,
     p: &BlockFfnParams,
     x: &[f32],
-    active: &mut Vec<u16>,
+    mask: &mut [u32],
 ) -> Vec<f32> {
     let mut a = vec![0.0; p.experts];
     matvec(store.mat(&w.router), x, &mut a);
-    active.clear();
+    mask.iter_mut().for_each(|m| *m = 0);
     let norm = match p.router {
         Router::TopK { k } => {
-            top_k_softmax(&mut a, k, active);
+            top_k_softmax(&mut a, k, mask);
             return a;
         }
         Router::Relu(norm) => norm,
     };
     for (e, v) in a.iter_mut().enumerate() {
         if *v > 0.0 {
-            active.push(e as u16);
+            mask[e / 32] |= 1 << (e % 32);
         } else {
             *v = 0.0;
         }
@@ -73,14 +73,15 @@ pub(crate) fn route(
 }
 
 /// TopK baseline: softmax over all logits, keep the k largest (lower id wins ties), zero the rest.
-fn top_k_softmax(a: &mut [f32], k: usize, active: &mut Vec<u16>) {
+fn top_k_softmax(a: &mut [f32], k: usize, mask: &mut [u32]) {
     crate::kernels::softmax(a);
     let mut order: Vec<u16> = (0..a.len() as u16).collect();
     order.sort_by(|&x, &y| a[y as usize].total_cmp(&a[x as usize]).then(x.cmp(&y)));
-    active.extend_from_slice(&order[..k]);
-    active.sort_unstable();
+    for &e in &order[..k] {
+        mask[e as usize / 32] |= 1 << (e % 32);
+    }
     for (e, v) in a.iter_mut().enumerate() {
-        if active.binary_search(&(e as u16)).is_err() {
+        if mask[e / 32] & (1 << (e % 32)) == 0 {
             *v = 0.0;
         }
     }

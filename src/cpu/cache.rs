@@ -22,20 +22,43 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// Forgets everything; keeps the allocations for the next sequence.
-    pub fn clear(&mut self) {
+    /// Keeps the first `len` positions: the rollback after rejected draft tokens. No-op past
+    /// `len()`.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let n = self.len;
+        // Every vector holds `n` equal-sized rows, one per position.
+        let cut = |v: &mut Vec<f32>| v.truncate(v.len() / n * len);
         for l in &mut self.layers {
             match l {
                 LayerCache::Mla { latent, k_pe } => {
-                    latent.clear();
-                    k_pe.clear();
+                    cut(latent);
+                    cut(k_pe);
                 }
                 LayerCache::Gqa { k, v } => {
-                    k.clear();
-                    v.clear();
+                    cut(k);
+                    cut(v);
                 }
             }
         }
-        self.len = 0;
+        self.len = len;
+    }
+    /// Forgets everything; keeps the allocations for the next sequence.
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+}
+
+impl crate::backend::SeqCache for KvCache {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn truncate(&mut self, len: usize) {
+        KvCache::truncate(self, len)
+    }
+    fn advance(&mut self, k: usize) {
+        self.len += k;
     }
 }

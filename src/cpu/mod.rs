@@ -1,0 +1,291 @@
+//! The CPU backend: the decoder steps over weights held in one host buffer ([`WeightStore`]),
+//! computed by the crate's kernels (SIMD128 on wasm32, AVX2 on x86-64, scalar elsewhere).
+
+mod block_ffn;
+mod cache;
+mod dense_ffn;
+mod gqa;
+mod mla;
+
+pub use cache::KvCache;
+
+use std::collections::HashMap;
+
+use cache::LayerCache;
+
+use crate::backend::Backend;
+use crate::config::{Attention, Ffn, ModelConfig, Router, RouterNorm};
+use crate::experts::{self, ExpertMasks};
+use crate::kernels::{matmul, rmsnorm, rope_inv_freq, row_to_f32};
+use crate::layout::{tensor_table, Part, Role};
+use crate::model::FfnMode;
+use crate::weights::{DType, TensorInfo, WeightStore};
+use crate::{Error, Result};
+
+use block_ffn::{BlockFfnParams, BlockFfnWeights};
+use dense_ffn::DenseFfnWeights;
+use gqa::GqaWeights;
+use mla::MlaWeights;
+
+enum AttnWeights {
+    Mla(MlaWeights),
+    Gqa(GqaWeights),
+}
+
+enum FfnWeights {
+    Block(BlockFfnWeights, BlockFfnParams),
+    Dense(DenseFfnWeights),
+}
+
+struct Layer {
+    input_norm: TensorInfo,
+    post_norm: TensorInfo,
+    attn: AttnWeights,
+    ffn: FfnWeights,
+}
+
+pub struct Cpu {
+    config: ModelConfig,
+    store: WeightStore,
+    embed: TensorInfo,
+    lm_head: TensorInfo,
+    final_norm: TensorInfo,
+    layers: Vec<Layer>,
+    inv_freq: Vec<f32>,
+}
+
+/// A span's hidden states `h` (`[k, hidden]`) and the two scratch rows the steps reuse.
+pub struct CpuActs {
+    h: Vec<f32>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+}
+
+impl Cpu {
+    /// Checks that every tensor the config implies is present with its exact shape and that
+    /// there is nothing else, then picks each layer's weights by role.
+    pub fn new(config: ModelConfig, store: WeightStore) -> Result<Self> {
+        let mut by_role: HashMap<Role, TensorInfo> = HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        for e in tensor_table(&config) {
+            let dtype = if e.keep_f32 { Some(DType::F32) } else { None };
+            by_role.insert(e.role, store.expect(&e.rt_name, &e.rt_shape, dtype)?);
+            names.insert(e.rt_name);
+        }
+        if let Some(extra) = store.names().find(|n| !names.contains(*n)) {
+            return Err(Error::InvalidCheckpoint(format!(
+                "model.safetensors has tensor `{extra}` that the config does not use"
+            )));
+        }
+        // Every role asked for below is one the table has for this config; a miss would be a bug
+        // here, reported as an error rather than a panic.
+        let t = |layer: Option<usize>, part: Part| {
+            by_role.get(&Role { layer, part }).cloned().ok_or_else(|| {
+                Error::InvalidCheckpoint(format!("no {part:?} tensor for layer {layer:?} in the layout table"))
+            })
+        };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let l = Some(i);
+            let attn = match &config.attention {
+                Attention::Mla(d) => AttnWeights::Mla(MlaWeights {
+                    q_a: match d.q_lora_rank {
+                        Some(_) => Some((t(l, Part::QA)?, t(l, Part::QANorm)?)),
+                        None => None,
+                    },
+                    q_b: if d.q_lora_rank.is_some() { t(l, Part::QB)? } else { t(l, Part::Q)? },
+                    kv_a: t(l, Part::KvA)?,
+                    kv_a_norm: t(l, Part::KvANorm)?,
+                    kv_b: t(l, Part::KvB)?,
+                    o: t(l, Part::O)?,
+                }),
+                Attention::Vanilla { .. } => AttnWeights::Gqa(GqaWeights {
+                    q: t(l, Part::Q)?,
+                    k: t(l, Part::K)?,
+                    v: t(l, Part::V)?,
+                    o: t(l, Part::O)?,
+                }),
+            };
+            let ffn = match config.ffn {
+                Ffn::Block { num_experts, expert_size, router, norm_scale, .. } => FfnWeights::Block(
+                    BlockFfnWeights {
+                        router: t(l, Part::Router)?,
+                        router_norm: if router == Router::Relu(RouterNorm::Rms) {
+                            Some(t(l, Part::RouterNorm)?)
+                        } else {
+                            None
+                        },
+                        up: t(l, Part::Up)?,
+                        down_t: t(l, Part::DownT)?,
+                    },
+                    BlockFfnParams { experts: num_experts, expert_size, router, norm_scale, eps: config.rms_norm_eps },
+                ),
+                Ffn::Dense { gated, .. } => FfnWeights::Dense(DenseFfnWeights {
+                    gate: if gated { Some(t(l, Part::Gate)?) } else { None },
+                    up: t(l, Part::DenseUp)?,
+                    down: t(l, Part::DenseDown)?,
+                }),
+            };
+            layers.push(Layer { input_norm: t(l, Part::InputNorm)?, post_norm: t(l, Part::PostNorm)?, attn, ffn });
+        }
+        let rope_dim = match &config.attention {
+            Attention::Mla(d) => d.qk_rope_head_dim,
+            Attention::Vanilla { head_dim, .. } => *head_dim,
+        };
+        Ok(Cpu {
+            inv_freq: rope_inv_freq(rope_dim, config.rope_theta),
+            embed: t(None, Part::Embed)?,
+            lm_head: if config.tie_word_embeddings { t(None, Part::Embed)? } else { t(None, Part::LmHead)? },
+            final_norm: t(None, Part::FinalNorm)?,
+            layers,
+            config,
+            store,
+        })
+    }
+
+    /// Element types of the weight matrices (every tensor not kept in f32), in table order.
+    pub fn matrix_dtypes(&self) -> Vec<DType> {
+        tensor_table(&self.config)
+            .iter()
+            .filter(|e| !e.keep_f32)
+            .filter_map(|e| self.store.info(&e.rt_name).ok().map(|t| t.dtype))
+            .collect()
+    }
+
+    /// Bytes of weights held (the runtime file size).
+    pub fn weight_bytes(&self) -> usize {
+        self.store.total_bytes()
+    }
+
+    fn hidden(&self) -> usize {
+        self.config.hidden_size
+    }
+}
+
+impl Backend for Cpu {
+    type Acts = CpuActs;
+    type Cache = KvCache;
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn new_cache(&self) -> KvCache {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l.attn {
+                AttnWeights::Mla(_) => LayerCache::Mla { latent: Vec::new(), k_pe: Vec::new() },
+                AttnWeights::Gqa(_) => LayerCache::Gqa { k: Vec::new(), v: Vec::new() },
+            })
+            .collect();
+        KvCache { layers, len: 0 }
+    }
+
+    fn embed(&self, ids: &[u32]) -> CpuActs {
+        let hsz = self.hidden();
+        let mut h = vec![0.0; ids.len() * hsz];
+        for (row, &id) in h.chunks_exact_mut(hsz).zip(ids) {
+            row_to_f32(self.store.mat(&self.embed), id as usize, row);
+            row.iter_mut().for_each(|v| *v *= self.config.scale_emb);
+        }
+        CpuActs { x: vec![0.0; h.len()], y: vec![0.0; h.len()], h }
+    }
+
+    /// Attention projections are matrix products over the span (`matmul`, bit-identical per token
+    /// to `matvec`); attention over the cache goes token by token, in order.
+    fn attention(&self, l: usize, cache: &mut KvCache, a: &mut CpuActs) {
+        let (cfg, hsz) = (&self.config, self.hidden());
+        let layer = &self.layers[l];
+        for (h, x) in a.h.chunks_exact(hsz).zip(a.x.chunks_exact_mut(hsz)) {
+            rmsnorm(h, self.store.f32s(&layer.input_norm), cfg.rms_norm_eps, x);
+        }
+        let pos0 = cache.len;
+        match (&layer.attn, &mut cache.layers[l], &cfg.attention) {
+            (AttnWeights::Mla(w), LayerCache::Mla { latent, k_pe }, Attention::Mla(d)) => mla::forward_span(
+                w,
+                &self.store,
+                d,
+                cfg.num_attention_heads,
+                &self.inv_freq,
+                pos0,
+                &a.x,
+                latent,
+                k_pe,
+                &mut a.y,
+            ),
+            (AttnWeights::Gqa(w), LayerCache::Gqa { k, v }, Attention::Vanilla { num_key_value_heads, head_dim }) => {
+                gqa::forward_span(
+                    w,
+                    &self.store,
+                    cfg.num_attention_heads,
+                    *num_key_value_heads,
+                    *head_dim,
+                    &self.inv_freq,
+                    pos0,
+                    &a.x,
+                    k,
+                    v,
+                    &mut a.y,
+                )
+            }
+            _ => unreachable!("cache and weights are built from the same config"),
+        }
+        let s = cfg.residual_scale();
+        a.h.iter_mut().zip(&a.y).for_each(|(h, y)| *h += y * s);
+    }
+
+    /// Sparse block FFNs run one token alone over its active experts and several with the chunk
+    /// kernels over the union of theirs (each expert read once); dense mode computes every expert.
+    fn ffn(&self, l: usize, mode: FfnMode, a: &mut CpuActs, masks: &mut ExpertMasks) {
+        let (cfg, hsz) = (&self.config, self.hidden());
+        let layer = &self.layers[l];
+        for (h, x) in a.h.chunks_exact(hsz).zip(a.x.chunks_exact_mut(hsz)) {
+            rmsnorm(h, self.store.f32s(&layer.post_norm), cfg.rms_norm_eps, x);
+        }
+        match &layer.ffn {
+            FfnWeights::Block(w, p) => {
+                let k = a.h.len() / hsz;
+                let mut scores = Vec::with_capacity(k * p.experts);
+                for (t, x) in a.x.chunks_exact(hsz).enumerate() {
+                    scores.extend(block_ffn::route(w, &self.store, p, x, masks.layer_mut(t, l)));
+                }
+                match mode {
+                    FfnMode::Sparse => {
+                        let set: Vec<u16> =
+                            if k == 1 { experts::ids(masks.layer(0, l)).collect() } else { experts::ids(&masks.union(l)).collect() };
+                        if k == 1 {
+                            block_ffn::forward_sparse(w, &self.store, p, &a.x, &scores, &set, &mut a.y)
+                        } else {
+                            block_ffn::forward_chunk(w, &self.store, p, &a.x, &scores, &set, &mut a.y)
+                        }
+                    }
+                    FfnMode::Dense => block_ffn::forward_dense(w, &self.store, p, &a.x, &scores, &mut a.y),
+                }
+            }
+            FfnWeights::Dense(w) => dense_ffn::forward_span(w, &self.store, &a.x, &mut a.y),
+        }
+        let s = cfg.residual_scale();
+        a.h.iter_mut().zip(&a.y).for_each(|(h, y)| *h += y * s);
+    }
+
+    /// One product for all requested positions.
+    fn head(&self, a: &CpuActs, from: usize) -> Vec<Vec<f32>> {
+        let cfg = &self.config;
+        let (hsz, vocab) = (cfg.hidden_size, cfg.vocab_size);
+        let hs = &a.h[(from * hsz).min(a.h.len())..];
+        let n = hs.len() / hsz;
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut xs = vec![0.0; n * hsz];
+        let div = cfg.logit_divisor();
+        for (h, x) in hs.chunks_exact(hsz).zip(xs.chunks_exact_mut(hsz)) {
+            rmsnorm(h, self.store.f32s(&self.final_norm), cfg.rms_norm_eps, x);
+            x.iter_mut().for_each(|v| *v /= div);
+        }
+        let mut logits = vec![0.0; n * vocab];
+        matmul(self.store.mat(&self.lm_head), &xs, &mut logits);
+        logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect()
+    }
+}
