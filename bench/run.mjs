@@ -1,7 +1,8 @@
-// The benchmark harness: one Node process, one thread, the built wasm package (pkg/, made by
-// scripts/build-wasm.sh). Writes bench/results.json and prints Markdown tables.
+// The benchmark harness: one Node process, one thread, the benchmark build of the wasm package
+// (target/bench-pkg/: pkg/'s crate with feature `bench`, made by `scripts/build-wasm.sh --bench`; the
+// shipped pkg/ has no bench exports). Writes bench/results.json and prints Markdown tables.
 //
-//   node bench/run.mjs [--quick] [--no-scalar] [--only small|peer-model]
+//   scripts/build-wasm.sh --bench && node bench/run.mjs [--quick] [--no-scalar] [--only small|peer-model]
 //   node --experimental-wasm-relaxed-simd bench/run.mjs --simd relaxed    (the relaxed-SIMD build;
 //        Node 20 needs the flag) → bench/results-relaxed.json
 //   With relaxed SIMD available (the flag), the baseline run also times the relaxed build against it
@@ -51,14 +52,20 @@ const simd = argv.includes('--simd') ? argv[argv.indexOf('--simd') + 1] : 'basel
 if (simd !== 'baseline' && simd !== 'relaxed') throw new Error(`--simd takes "baseline" or "relaxed", got ${simd}`);
 const resultsPath = join(ROOT, simd === 'relaxed' ? 'bench/results-relaxed.json' : 'bench/results.json');
 
-// One wasm instance per process: the kernels below and the npm API (same pkg/blockffn.js glue) share it.
-const wasmMod = await import(join(ROOT, 'pkg/blockffn.js'));
+// One wasm instance per process: the kernels below and the npm API (the package's js/ copied next to
+// the bench glue, target/bench-pkg/js) share it.
+const BENCH_PKG = join(ROOT, 'target/bench-pkg');
+if (!existsSync(join(BENCH_PKG, 'pkg/blockffn.js')) || !existsSync(join(BENCH_PKG, 'js/index.js'))) {
+  console.error('the benchmark build is missing: run scripts/build-wasm.sh --bench first');
+  process.exit(2);
+}
+const wasmMod = await import(join(BENCH_PKG, 'pkg/blockffn.js'));
 await wasmMod.default({
-  module_or_path: readFileSync(join(ROOT, simd === 'relaxed' ? 'pkg/blockffn_relaxed_bg.wasm' : 'pkg/blockffn_bg.wasm')),
+  module_or_path: readFileSync(join(BENCH_PKG, simd === 'relaxed' ? 'pkg/blockffn_relaxed_bg.wasm' : 'pkg/blockffn_bg.wasm')),
 });
 
 const log = (...a) => console.error(...a);
-const { createEngine } = await import(join(ROOT, 'js/index.js'));
+const { createEngine } = await import(join(BENCH_PKG, 'js/index.js'));
 
 // `--only SECTION`: runs one section and merges its record into the results file under `key`.
 const onlySections = {
@@ -77,7 +84,7 @@ const onlySections = {
   relaxed: {
     key: 'relaxedVsBaseline',
     what: 'relaxed SIMD vs SIMD128',
-    run: async () => (simd === 'baseline' ? benchRelaxed({ root: ROOT, baseline: wasmMod, quick, log }) : null),
+    run: async () => (simd === 'baseline' ? benchRelaxed({ root: BENCH_PKG, baseline: wasmMod, quick, log }) : null),
     print: (r) => printRelaxed(r),
   },
 };
@@ -215,7 +222,7 @@ else {
 let relaxedVsBaseline = null;
 if (simd === 'baseline') {
   log('relaxed SIMD vs SIMD128...');
-  relaxedVsBaseline = await benchRelaxed({ root: ROOT, baseline: wasmMod, quick, log });
+  relaxedVsBaseline = await benchRelaxed({ root: BENCH_PKG, baseline: wasmMod, quick, log });
 }
 
 // ---- results -----------------------------------------------------------------------------------

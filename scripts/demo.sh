@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo. On a fresh machine: installs what is missing (scripts/setup.sh), builds what is missing
-# or stale (the native CLI; the wasm package in pkg/), and serves the demo page (www/) with the
+# The demo. On a fresh machine: installs what is missing (scripts/setup-demo.sh), builds what is
+# missing or stale (the wasm package in pkg/; the native CLI only for --cli), and serves the demo page (www/) with the
 # embedded default model (models/demo) from 127.0.0.1 with COOP/COEP headers (scripts/serve.py).
 #
 #   scripts/demo.sh                 serve the page at http://127.0.0.1:8080/www/ (Ctrl+C stops)
@@ -25,12 +25,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-bash scripts/setup.sh
-cargo build --release --features cli   # a no-op when up to date
-BIN=target/release/blockffn
+bash scripts/setup-demo.sh   # the wasm32 target and wasm-bindgen; nothing the page does not use
 MODEL=models/demo
 
 if [ "$CLI" = 1 ]; then
+  cargo build --release --features cli   # a no-op when up to date
+  BIN=target/release/blockffn
   echo "model: $MODEL"
   echo "prompt: $PROMPT"
   $BIN generate --model "$MODEL" --prompt "$PROMPT" --max-new-tokens 48 --temperature 0.8 --top-p 0.9 --seed 1

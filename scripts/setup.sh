@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything a fresh machine lacks to build, test and demo blockffn. Idempotent: each step
+# Installs everything a fresh machine lacks to build and test blockffn (the demo alone needs only
+# scripts/setup-demo.sh, which this runs). Idempotent: each step
 # checks first and skips what is already there. Needs only Rust, Node and Python to start with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,18 +20,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# 2) Rust: wasm32 target, wasm-bindgen-cli equal to the pinned crate version, wasm-pack, cargo-fuzz.
-rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || { log "rustup: wasm32 target"; rustup target add wasm32-unknown-unknown; }
-WBG_VER=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)".*/\1/p' Cargo.toml)
-if ! wasm-bindgen --version 2>/dev/null | grep -q " ${WBG_VER}\$"; then
-  log "cargo install wasm-bindgen-cli ${WBG_VER} (a few minutes)"
-  # no --locked: the locked tree names a crate version this registry mirror lacks
-  cargo install -q wasm-bindgen-cli --version "${WBG_VER}"
-fi
-if ! wasm-pack --version 2>/dev/null | grep -q "0.15.1"; then
-  log "cargo install wasm-pack 0.15.1 (a few minutes)"
-  cargo install -q wasm-pack --version 0.15.1 --locked
-fi
+# 2) Rust: what the demo needs (wasm32 target, wasm-bindgen-cli at the pinned version), then
+#    cargo-fuzz for the fuzz targets.
+bash scripts/setup-demo.sh
 # cargo-fuzz for the fuzz targets (scripts/fuzz.sh); works on the stable toolchain with -s none.
 if ! cargo fuzz --version 2>/dev/null | grep -q "0.13.2"; then
   log "cargo install cargo-fuzz 0.13.2 (a minute or two)"

@@ -3,7 +3,7 @@
 //! Start at [`package::load_dir`] (native) or [`package::model_from_parts`] (any target), then
 //! [`generate::generate`] or [`model::Model::forward`].
 
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[cfg(all(feature = "bench", target_arch = "wasm32", target_feature = "simd128"))]
 pub mod bench;
 pub mod backend;
 pub mod config;

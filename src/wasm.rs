@@ -172,7 +172,7 @@ impl WeightBuffer {
 
 #[wasm_bindgen]
 pub struct Engine {
-    model: Rc<Model>,
+    pub(crate) model: Rc<Model>, // read by the benchmarks (feature `bench`)
     tokenizer: Option<Rc<Tokenizer>>,
     params: u64,
 }
@@ -266,12 +266,6 @@ impl Engine {
         let opts = GenerateOptions { max_new_tokens, mode: mode(dense), stop_at_eos: true, ..Default::default() };
         let (ids, _, _) = generate(&self.model, None, prompt, sampler, &opts, |_| true).map_err(js_err)?;
         Ok(ids)
-    }
-
-    /// The model, for the end-to-end benchmark (`bench::bench_spans`).
-    #[cfg(target_feature = "simd128")]
-    pub(crate) fn model(&self) -> &Model {
-        &self.model
     }
 }
 
