@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need (scripts/setup.sh), then runs every test: native Rust (unit +
-# integration over the golden fixtures), the engine compiled to wasm32 under Node (wasm-bindgen-test), the Python reference's tests, and the npm package (Node tests
-# against the packed tarball, headless Chromium for the worker transport).
+# integration over the golden fixtures), the engine compiled to wasm32 under Node
+# (wasm-bindgen-test), the Python reference's tests, and the npm package (Node tests against the
+# packed tarball, headless Chromium for the worker transport).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
