@@ -14,6 +14,9 @@ bash scripts/setup.sh
 echo "== native Rust tests"
 cargo test --features cli
 
+echo "== GPU kernels (wgpu, Vulkan: Mesa lavapipe here) against their scalar twins"
+BLOCKFFN_REQUIRE_GPU=1 cargo test --features gpu --test gpu_kernels
+
 echo "== wasm32 tests under Node"
 cargo test --target wasm32-unknown-unknown --test wasm_node --test wasm_kernels
 

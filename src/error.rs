@@ -37,6 +37,14 @@ pub enum Error {
     /// The model cannot be held in the memory available (checked before allocating).
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+
+    /// This machine or browser lacks what was asked for (no GPU adapter, a missing feature or limit).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// The GPU device was lost (driver reset, browser reclaimed it); load the model again.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
 }
 
 impl Error {
@@ -51,6 +59,8 @@ impl Error {
             Error::InvalidInput(_) => "InvalidInput",
             Error::Tokenizer(_) => "Tokenizer",
             Error::OutOfMemory(_) => "OutOfMemory",
+            Error::Unsupported(_) => "Unsupported",
+            Error::DeviceLost(_) => "DeviceLost",
         }
     }
 

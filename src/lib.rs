@@ -3,9 +3,9 @@
 //! Start at [`package::load_dir`] (native) or [`package::model_from_parts`] (any target), then
 //! [`generate::generate`] or [`model::Model::forward`].
 
+pub mod backend;
 #[cfg(all(feature = "bench", target_arch = "wasm32", target_feature = "simd128"))]
 pub mod bench;
-pub mod backend;
 pub mod config;
 #[cfg(feature = "convert")]
 pub mod convert;
@@ -13,6 +13,8 @@ pub mod cpu;
 pub mod error;
 pub mod experts;
 pub mod generate;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod kernels;
 pub mod layout;
 pub mod metrics;
