@@ -7,10 +7,12 @@
 //! pass, unless BLOCKFFN_REQUIRE_GPU=1 (scripts/test.sh sets it), which makes that a failure.
 #![cfg(feature = "gpu")]
 
+use blockffn::config::RouterNorm;
 use blockffn::gpu::ops::quantize_q8::Q8Vector;
-use blockffn::gpu::ops::{Matvec, QuantizeQ8, RmsNorm, SiluScaled, Softmax};
+use blockffn::gpu::ops::route::Routed;
+use blockffn::gpu::ops::{ChunkDown, ChunkUp, Matvec, QuantizeQ8, RmsNorm, Route, SiluScaled, Softmax};
 use blockffn::gpu::{Gpu, GpuMat};
-use blockffn::kernels::scalar;
+use blockffn::kernels::{chunk, scalar};
 use blockffn::weights::{quantize_q8, Mat};
 use half::{bf16, f16};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -194,4 +196,141 @@ fn a_row_larger_than_the_binding_limit_is_a_typed_error() {
     let w = vec![0.0f32; 64];
     let e = GpuMat::upload_limited(&g, "w", Mat::F32 { data: &w, rows: 1, cols: 64 }, 128).err().expect("refused");
     assert_eq!(e.code(), "OutOfMemory", "{e}");
+}
+
+/// The reference router decision (cpu::block_ffn::route for the ReLU router, written out).
+fn route_ref(a: &[f32], norm: RouterNorm, g: &[f32], eps: f32, norm_scale: f32) -> (Vec<f32>, Vec<u32>) {
+    let ne = a.len();
+    let mut s: Vec<f32> = a.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
+    let active: Vec<u32> = (0..ne as u32).filter(|&e| a[e as usize] > 0.0).collect();
+    match norm {
+        RouterNorm::Rms => {
+            let ms = s.iter().map(|v| v * v).sum::<f32>() / ne as f32;
+            let inv = 1.0 / (ms + eps).sqrt();
+            s.iter_mut().zip(g).for_each(|(v, &w)| *v = *v * inv * w);
+        }
+        RouterNorm::Sum => {
+            let d = s.iter().sum::<f32>() * norm_scale + 1e-5;
+            s.iter_mut().for_each(|v| *v /= d);
+        }
+        RouterNorm::None => {}
+    }
+    (s, active)
+}
+
+fn read_u32(g: &Gpu, b: &wgpu::Buffer, n: usize) -> Vec<u32> {
+    g.read_f32(b, n).expect("readback").iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn route_matches_the_cpu_router_for_every_norm() {
+    let Some(g) = gpu() else { return };
+    let route = Route::new(&g);
+    let mut r = rng("route");
+    for ne in [32, 48, 70] {
+        let a = uniform(&mut r, ne, 3.0);
+        let gw = uniform(&mut r, ne, 1.0); // norm weights may be negative: activity is never read from them
+        for norm in [RouterNorm::Rms, RouterNorm::Sum, RouterNorm::None] {
+            let (ab, gb) = (upload(&g, &a), upload(&g, &gw));
+            let out = Routed::new(&g, ne);
+            let mut enc = g.device.create_command_encoder(&Default::default());
+            route.encode(&g, &mut enc, &ab, norm, Some(&gb), 1e-6, 1.3, &out);
+            g.queue.submit([enc.finish()]);
+            let (want_s, want_active) = route_ref(&a, norm, &gw, 1e-6, 1.3);
+            let active = read_u32(&g, &out.active, 1 + ne);
+            assert_eq!(&active[1..1 + active[0] as usize], &want_active[..], "{norm:?} ne {ne}: active list");
+            let mask = read_u32(&g, &out.mask, ne.div_ceil(32));
+            for e in 0..ne {
+                assert_eq!(mask[e / 32] >> (e % 32) & 1 == 1, a[e] > 0.0, "{norm:?}: mask bit {e}");
+            }
+            let scale: Vec<f32> = want_s.iter().map(|v| v.abs().max(1e-3)).collect();
+            assert_close(&format!("route {norm:?} ne {ne}"), &g.read_f32(&out.scores, ne).unwrap(), &want_s, &scale);
+        }
+    }
+}
+
+/// One BlockFFN layer for one token, all on the GPU (router matvec → route → chunk_up over the
+/// compacted union → chunk_down), against the scalar chain; the active set must be identical.
+#[test]
+fn sparse_ffn_layer_matches_the_scalar_chunk_kernels() {
+    let Some(g) = gpu() else { return };
+    let (mv, route, up_k, down_k) = (Matvec::new(&g), Route::new(&g), ChunkUp::new(&g), ChunkDown::new(&g));
+    let mut r = rng("sparse ffn layer");
+    let (h, ne, de) = (256, 48, 32);
+    let x = uniform(&mut r, h, 2.0);
+    let wr = uniform(&mut r, ne * h, 0.2);
+    let gw = uniform(&mut r, ne, 1.0);
+    let upf = uniform(&mut r, ne * de * h, 0.1);
+    let downf = uniform(&mut r, ne * de * h, 0.1);
+    for dtype in ["f32", "f16", "bf16", "q8"] {
+        // Both sides see the same stored weights.
+        let (hu, hd): (Vec<f16>, Vec<f16>) =
+            (upf.iter().map(|&v| f16::from_f32(v)).collect(), downf.iter().map(|&v| f16::from_f32(v)).collect());
+        let (bu, bd): (Vec<bf16>, Vec<bf16>) =
+            (upf.iter().map(|&v| bf16::from_f32(v)).collect(), downf.iter().map(|&v| bf16::from_f32(v)).collect());
+        let (qu, su) = quantize_q8(&upf).unwrap();
+        let (qd, sd) = quantize_q8(&downf).unwrap();
+        let rows = ne * de;
+        let (up, down) = match dtype {
+            "f32" => (Mat::F32 { data: &upf, rows, cols: h }, Mat::F32 { data: &downf, rows, cols: h }),
+            "f16" => (Mat::F16 { data: &hu, rows, cols: h }, Mat::F16 { data: &hd, rows, cols: h }),
+            "bf16" => (Mat::BF16 { data: &bu, rows, cols: h }, Mat::BF16 { data: &bd, rows, cols: h }),
+            _ => (Mat::Q8 { data: &qu, scales: &su, rows, cols: h }, Mat::Q8 { data: &qd, scales: &sd, rows, cols: h }),
+        };
+
+        // CPU: scalar router matvec, the reference routing, scalar chunk kernels (k = 1).
+        let mut a = vec![0.0; ne];
+        scalar::matvec(Mat::F32 { data: &wr, rows: ne, cols: h }, &x, &mut a);
+        let (scores, active) = route_ref(&a, RouterNorm::Rms, &gw, 1e-6, 1.0);
+        let union: Vec<u16> = active.iter().map(|&e| e as u16).collect();
+        let mut u = vec![0.0; union.len() * de];
+        chunk::chunk_up(up, de, &union, &x, &scores, ne, &mut u);
+        let mut y = vec![0.0; h];
+        chunk::chunk_down(down, de, &union, &u, &mut y);
+
+        // GPU: the same four steps in one submission.
+        let gr = GpuMat::upload(&g, "router", Mat::F32 { data: &wr, rows: ne, cols: h }).unwrap();
+        let (gup, gdown) = (GpuMat::upload(&g, "up", up).unwrap(), GpuMat::upload(&g, "down", down).unwrap());
+        let (xb, gb, ab) = (upload(&g, &x), upload(&g, &gw), g.storage_f32("a", ne));
+        let routed = Routed::new(&g, ne);
+        let (ub, yb, q8) = (g.storage_f32("u", ne * de), g.storage_f32("y", h), Q8Vector::new(&g, h));
+        let mut enc = g.device.create_command_encoder(&Default::default());
+        mv.encode(&g, &mut enc, &gr, &xb, &ab, None).unwrap();
+        route.encode(&g, &mut enc, &ab, RouterNorm::Rms, Some(&gb), 1e-6, 1.0, &routed);
+        up_k.encode(&g, &mut enc, &gup, de, ne, 1, &xb, &routed.scores, &routed.active, &ub, Some(&q8)).unwrap();
+        down_k.encode(&g, &mut enc, &gdown, de, 1, &ub, &routed.active, &yb).unwrap();
+        g.queue.submit([enc.finish()]);
+
+        let got_active = read_u32(&g, &routed.active, 1 + ne);
+        assert_eq!(&got_active[1..1 + got_active[0] as usize], &active[..], "{dtype}: active experts");
+        let gu = g.read_f32(&ub, union.len() * de).unwrap();
+        // Scale of each u: Σ |up_r · x| · |score| (silu' ≤ 1.1 carries the dot product's rounding over).
+        let mut row = vec![0.0f32; h];
+        let mut uscale = vec![0.0f32; u.len()];
+        for (j, &e) in union.iter().enumerate() {
+            for rr in 0..de {
+                scalar::row_to_f32(up, e as usize * de + rr, &mut row);
+                let m: f32 = row.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                uscale[j * de + rr] = 1.1 * m * scores[e as usize].abs();
+            }
+        }
+        assert_close(&format!("{dtype} chunk_up"), &gu, &u, &uscale);
+        // Scale of each output: Σ |u_r · down_r[i]| over the union's rows.
+        let mut dense_down = vec![0.0f32; h];
+        let mut yscale = vec![0.0f32; h];
+        for (j, &e) in union.iter().enumerate() {
+            for rr in 0..de {
+                scalar::row_to_f32(down, e as usize * de + rr, &mut dense_down);
+                for i in 0..h {
+                    yscale[i] += (u[j * de + rr] * dense_down[i]).abs();
+                }
+            }
+        }
+        assert_close(
+            &format!("{dtype} ffn layer ({} of {ne} experts)", union.len()),
+            &g.read_f32(&yb, h).unwrap(),
+            &y,
+            &yscale,
+        );
+    }
 }

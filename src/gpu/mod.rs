@@ -5,9 +5,11 @@
 //! the WGSL file of the same name in `shaders/`, the twin of a scalar kernel in `crate::kernels`
 //! and tested against it (tests/gpu_kernels.rs).
 //!
-//! Status: the device, the weight layout and the first kernels (matvec for every dtype, q8 input
-//! quantization, rmsnorm, silu_scaled, softmax). The decoder step (attention, router, sparse FFN,
-//! sampling) over these is the next part.
+//! Status: the device, the weight layout and the kernels of the FFN block — matvec for every dtype
+//! (with on-GPU q8 input quantization), rmsnorm, silu_scaled, softmax, the router's decision with
+//! the active experts compacted on the GPU (route), and the sparse up/down projections over that
+//! union on a fixed grid with early exit (chunk_up, chunk_down; k tokens, the verifier's shape).
+//! Attention, embedding, sampling and the decoder step that chains them are the next part.
 
 pub mod context;
 pub mod ops;

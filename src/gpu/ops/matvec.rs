@@ -6,29 +6,20 @@ use crate::gpu::weights::{GpuDType, GpuMat};
 use crate::{Error, Result};
 
 use super::quantize_q8::{Q8Vector, QuantizeQ8};
-use super::{dispatch, groups};
+use super::{dispatch, dtype_index, groups, per_dtype, ROWS_WGSL};
 
 const SOURCE: &str = include_str!("../shaders/matvec.wgsl");
 /// Rows per workgroup (`ROWS` in the shader).
 const ROWS: usize = 4;
 
 pub struct Matvec {
-    f32: wgpu::ComputePipeline,
-    f16: wgpu::ComputePipeline,
-    bf16: wgpu::ComputePipeline,
-    q8: wgpu::ComputePipeline,
+    pipelines: [wgpu::ComputePipeline; 4],
     quantize: QuantizeQ8,
 }
 
 impl Matvec {
     pub fn new(gpu: &Gpu) -> Matvec {
-        Matvec {
-            f32: gpu.pipeline("matvec_f32", SOURCE, "matvec_f32"),
-            f16: gpu.pipeline("matvec_f16", SOURCE, "matvec_f16"),
-            bf16: gpu.pipeline("matvec_bf16", SOURCE, "matvec_bf16"),
-            q8: gpu.pipeline("matvec_q8", SOURCE, "matvec_q8"),
-            quantize: QuantizeQ8::new(gpu),
-        }
+        Matvec { pipelines: per_dtype(gpu, "matvec", &[ROWS_WGSL, SOURCE], "matvec"), quantize: QuantizeQ8::new(gpu) }
     }
 
     /// Records `y[..w.rows] = W x[..w.cols]`. A q8 `w` needs `q8` scratch of `w.cols` values.
@@ -47,12 +38,7 @@ impl Matvec {
             })?;
             self.quantize.encode(gpu, enc, x, qx);
         }
-        let pipeline = match w.dtype {
-            GpuDType::F32 => &self.f32,
-            GpuDType::F16 => &self.f16,
-            GpuDType::BF16 => &self.bf16,
-            GpuDType::Q8 => &self.q8,
-        };
+        let pipeline = &self.pipelines[dtype_index(w.dtype)];
         for part in &w.parts {
             if part.rows == 0 {
                 continue;
