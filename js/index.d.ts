@@ -300,8 +300,80 @@ export declare function hasModelInCache(url: string | URL): Promise<boolean>;
 /** Removes the model at `url` from the browser cache; true when something was removed. */
 export declare function deleteModelFromCache(url: string | URL): Promise<boolean>;
 
-/** Sorted expert ids per layer of one token's bitmask. */
-export declare function unpackExperts(mask: Uint32Array, wordsPerLayer: number): number[][];
+/**
+ * The URL of a model directory as load() and the cache helpers resolve it: relative URLs against the
+ * page, `…/manifest.json` naming its directory, a trailing slash added. InvalidInput if not a URL.
+ */
+export declare function modelBaseUrl(url: string | URL): URL;
+/** The URL of file `name` (default "manifest.json") of the model at `url`; the model URL's query is kept. */
+export declare function modelFileUrl(url: string | URL, name?: string): string;
+
+// Expert bitmasks and sparsity metrics (the definitions of src/metrics.rs). A mask is one token's
+// experts, all layers: numLayers * wordsPerLayer u32 words (GenerationChunk.experts); masks of
+// another length (empty: a token never run) are skipped.
+
+/** One token's expert bitmask, as GenerationChunk.experts carries it (or a plain copy). */
+export type ExpertMask = Uint32Array | ArrayLike<number>;
+/** Window sizes L of CLS_L: [1, 2, 4, 8, 16, 32, 64]. */
+export declare const CLS_WINDOWS: readonly number[];
+/** Sorted expert ids per layer of one token's bitmask (exactly `numLayers` lists when given). */
+export declare function unpackExperts(mask: ExpertMask, wordsPerLayer: number, numLayers?: number): number[][];
+/** Number of active (layer, expert) pairs in a mask. */
+export declare function countExperts(mask: ExpertMask): number;
+/** Whether expert `expert` of layer `layer` is set in a mask. */
+export declare function isExpertActive(mask: ExpertMask, wordsPerLayer: number, layer: number, expert: number): boolean;
+export interface SparsityReport {
+  /** Tokens counted (masks of the right length). */
+  tokens: number;
+  tls: number | null;
+  /** CLS_L by window size (null until a full window). */
+  cls: Record<string, number | null>;
+  reuse: number | null;
+}
+/**
+ * TLS, CLS_L and reuse of one segment of tokens, as GenerationStats reports them (equal to the
+ * engine's running statistics over the same masks).
+ */
+export declare function sparsity(masks: ArrayLike<ExpertMask>, numLayers: number, numExperts: number, windows?: readonly number[]): SparsityReport;
+/** The chunk of token `t` for chunk size L, aligned as CLS_L counts windows (the first token alone, then windows of L). */
+export declare function chunkOf(t: number, L: number, n: number): { index: number; start: number; end: number; full: boolean };
+/** Tokens of masks[start .. end) using each expert: numLayers × numExperts counts, row-major. */
+export declare function chunkCounts(masks: ArrayLike<ExpertMask>, start: number, end: number, numLayers: number, numExperts: number): Uint16Array;
+/** CLS_L if tokens picked experts independently at the observed per-(layer, expert) rates. */
+export declare function independentCls(masks: ArrayLike<ExpertMask>, numLayers: number, numExperts: number, windows?: readonly number[]): Record<string, number | null>;
+export interface ExpertCost {
+  /** Weights of one expert of one layer. */
+  expertParams: number;
+  flopsPerExpert: number;
+  bytesPerExpert: number;
+  /** All matrix multiplications of one token, every expert computed. */
+  denseFlopsPerToken: number;
+}
+/** What the cost model reads of a ModelInfo. */
+export type CostModelInfo = Pick<ModelInfo, 'numLayers' | 'hiddenSize' | 'params' | 'vocabSize' | 'dtype' | 'experts'> & {
+  config?: Record<string, unknown>;
+};
+/** Per-expert costs of a model from its shapes (FLOPs count a multiply-add as 2). */
+export declare function costModel(info: CostModelInfo): ExpertCost;
+export interface ExpertSavings {
+  tokens: number;
+  /** (token, layer, expert) blocks in all, and those sparse execution skipped. */
+  blocks: number;
+  skipped: number;
+  skippedShare: number;
+  flopsSaved: number;
+  flopsDense: number;
+  /** flopsSaved as a share of the whole model's FLOPs over these tokens. */
+  flopsShareOfModel: number;
+  bytesSkipped: number;
+  bytesDense: number;
+  /** Chunks as chunkOf aligns them, and the weight bytes a decoder reading each chunk's union once would read. */
+  chunks: number;
+  chunkBytesRead: number;
+  chunkBytesDense: number;
+}
+/** What sparse execution skipped over `masks` versus dense, and what chunks of L would read. */
+export declare function expertSavings(masks: ArrayLike<ExpertMask>, info: CostModelInfo, L: number): ExpertSavings;
 
 /**
  * Chat messages rendered with a template ("chatml" or "minicpm"), ending with the assistant turn, as

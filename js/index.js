@@ -3,13 +3,25 @@
 
 import { LocalEngine } from './engine.js';
 import { BlockffnError, ERROR_CODES, toBlockffnError } from './errors.js';
-import { CACHE_NAME, deleteModelFromCache, hasModelInCache } from './loader.js';
+import { CACHE_NAME, deleteModelFromCache, hasModelInCache, modelBaseUrl, modelFileUrl } from './loader.js';
 import { checkOptionNames } from './options.js';
 import { WorkerEngine } from './worker-client.js';
 import { relaxedSimdSupported } from './wasm.js';
 
-export { BlockffnError, ERROR_CODES, CACHE_NAME, hasModelInCache, deleteModelFromCache, relaxedSimdSupported };
+export { BlockffnError, ERROR_CODES, CACHE_NAME, hasModelInCache, deleteModelFromCache, modelBaseUrl, modelFileUrl, relaxedSimdSupported };
 export { renderChat, chatPrompt, detectChatTemplate, chatStops } from './chat.js';
+export {
+  CLS_WINDOWS,
+  chunkCounts,
+  chunkOf,
+  costModel,
+  countExperts,
+  expertSavings,
+  independentCls,
+  isExpertActive,
+  sparsity,
+  unpackExperts,
+} from './sparsity.js';
 
 /**
  * Creates an engine.
@@ -68,28 +80,4 @@ export async function createEngine(options = {}) {
     throw err;
   }
   return e;
-}
-
-/**
- * Expands one token's expert bitmask into sorted expert ids per layer.
- * @param {Uint32Array} mask `numLayers * wordsPerLayer` words
- * @param {number} wordsPerLayer from modelInfo().experts.wordsPerLayer
- * @returns {number[][]}
- */
-export function unpackExperts(mask, wordsPerLayer) {
-  const out = [];
-  if (!wordsPerLayer) return out;
-  for (let l = 0; l * wordsPerLayer < mask.length; l++) {
-    const ids = [];
-    for (let w = 0; w < wordsPerLayer; w++) {
-      let bits = mask[l * wordsPerLayer + w];
-      while (bits) {
-        const b = 31 - Math.clz32(bits & -bits);
-        ids.push(w * 32 + b);
-        bits &= bits - 1;
-      }
-    }
-    out.push(ids);
-  }
-  return out;
 }

@@ -62,6 +62,14 @@ function fileUrl(base, name) {
   return u.href;
 }
 
+/**
+ * The URL of file `name` (default manifest.json) of the model at `url`, as load() and the cache
+ * helpers resolve it: relative to the page, `…/manifest.json` naming its directory, the query kept.
+ */
+export function modelFileUrl(url, name = MANIFEST) {
+  return fileUrl(modelBaseUrl(url), name);
+}
+
 /** The chunks of `stream`; a consumer that stops early (an error, an abort) cancels the stream. */
 async function* readStream(stream, signal, what) {
   const reader = stream.getReader();

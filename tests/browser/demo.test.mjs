@@ -14,13 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { ROOT, cliBinary, launchChromium, startServePy } from '../js/helpers.mjs';
+import { ROOT, cliBinary, importPackage, launchChromium, startServePy } from '../js/helpers.mjs';
 
 const DEMO = join(ROOT, 'models/demo');
 const ARTIFACTS = join(ROOT, 'target/test-artifacts');
 const TEXT_PROMPT = 'The history of the';
 const TEXT_TOKENS = 64;
 
+let pkg;
 let dir;
 let server;
 let base;
@@ -41,17 +42,6 @@ function cliExperts(ids) {
     maxBuffer: 512 * 1024 * 1024,
   });
   return JSON.parse(out).active_experts;
-}
-
-/** Sorted active experts per layer of one mask (the API's bit layout), written out independently. */
-function expertsOf(mask, words, layers) {
-  const out = [];
-  for (let l = 0; l < layers; l++) {
-    const ids = [];
-    for (let e = 0; e < words * 32; e++) if (mask[l * words + Math.floor(e / 32)] & (2 ** (e % 32))) ids.push(e);
-    out.push(ids);
-  }
-  return out;
 }
 
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
@@ -84,6 +74,7 @@ async function sendPrompt(text, { kind, mode, temperature, maxTokens }) {
 }
 
 before(async () => {
+  pkg = await importPackage();
   dir = mkdtempSync(join(tmpdir(), 'blockffn-demo-'));
   const site = join(dir, 'site');
   mkdirSync(site);
@@ -176,7 +167,7 @@ test('a prompt streams text; the heatmap shows exactly the engine-reported activ
   const words = info.experts.wordsPerLayer;
   const truth = cliExperts([...g.promptIds, ...g.ids]);
   for (let k = 0; k < g.ids.length; k++) {
-    const sets = expertsOf(g.masks[k], words, info.numLayers);
+    const sets = pkg.unpackExperts(g.masks[k], words, info.numLayers);
     for (let l = 0; l < info.numLayers; l++) {
       assert.deepEqual(sets[l], truth[l][g.promptIds.length + k], `token ${k}, layer ${l}`);
     }
@@ -213,9 +204,9 @@ test('a prompt streams text; the heatmap shows exactly the engine-reported activ
       assert.deepEqual([shown.token, shown.L, shown.start, shown.end], [tok, L, start, end]);
       const counts = new Map();
       for (let k = start; k < end; k++) {
-        expertsOf(g.masks[k], words, info.numLayers).forEach((ids, l) => ids.forEach((e) => counts.set(`${l}/${e}`, (counts.get(`${l}/${e}`) ?? 0) + 1)));
+        pkg.unpackExperts(g.masks[k], words, info.numLayers).forEach((ids, l) => ids.forEach((e) => counts.set(`${l}/${e}`, (counts.get(`${l}/${e}`) ?? 0) + 1)));
       }
-      const mine = new Set(expertsOf(g.masks[tok], words, info.numLayers).flatMap((ids, l) => ids.map((e) => `${l}/${e}`)));
+      const mine = new Set(pkg.unpackExperts(g.masks[tok], words, info.numLayers).flatMap((ids, l) => ids.map((e) => `${l}/${e}`)));
       for (const c of shown.cells) {
         const want = counts.get(`${c.l}/${c.e}`) ?? 0;
         assert.equal(c.count, want, `L=${L} token ${tok}: layer ${c.l} expert ${c.e}`);
@@ -224,7 +215,7 @@ test('a prompt streams text; the heatmap shows exactly the engine-reported activ
       }
       assert.deepEqual(shown.hook.counts, shown.cells.map((c) => c.count));
       // the focused token's experts per layer are announced
-      const layer0 = expertsOf(g.masks[tok], words, info.numLayers)[0];
+      const layer0 = pkg.unpackExperts(g.masks[tok], words, info.numLayers)[0];
       assert.match(shown.live, new RegExp(`layer 0: ${layer0.length ? layer0.join(', ') : 'none'};`));
       checked++;
     }
@@ -232,22 +223,16 @@ test('a prompt streams text; the heatmap shows exactly the engine-reported activ
   // The running TLS and CLS_L shown are the engine's, and equal the definitions applied to the masks.
   await page.selectOption('#chunk-size', '8');
   await page.focus('#prompt');
-  const sets = g.masks.map((m) => expertsOf(m, words, info.numLayers));
-  const active = sets.reduce((a, s) => a + s.reduce((b, x) => b + x.length, 0), 0);
-  const tls = 1 - active / (sets.length * info.numLayers * info.experts.count);
-  let used = 0;
-  let windows = 0;
-  for (let s = 1; s + 8 <= sets.length; s += 8) {
-    for (let l = 0; l < info.numLayers; l++) used += new Set(sets.slice(s, s + 8).flatMap((x) => x[l])).size;
-    windows++;
-  }
-  const cls8 = 1 - used / (windows * info.numLayers * info.experts.count);
-  assert.ok(Math.abs(g.stats.tls - tls) < 1e-12 && Math.abs(g.stats.cls[8] - cls8) < 1e-12);
+  const js = pkg.sparsity(g.masks, info.numLayers, info.experts.count);
+  assert.deepStrictEqual(js, { tokens: g.stats.tokens, tls: g.stats.tls, cls: g.stats.cls, reuse: g.stats.reuse }, 'the metrics of src/metrics.rs');
+  const { tls } = js;
+  const cls8 = js.cls[8];
   assert.equal(await page.textContent('#m-tls'), pct(tls));
   assert.equal(await page.textContent('#m-cls'), pct(cls8));
   const full = [1, 2, 4, 8, 16, 32, 64].filter((L) => L <= g.ids.length - 1);
   assert.equal(await page.locator('#cls-plot circle.cls').count(), full.length, 'CLS_L plotted for every L with a full chunk');
-  const skipped = sets.length * info.numLayers * info.experts.count - active;
+  const active = g.masks.reduce((a, m) => a + pkg.countExperts(m), 0);
+  const skipped = g.masks.length * info.numLayers * info.experts.count - active;
   assert.match(await page.textContent('#s-blocks'), new RegExp(`^${skipped.toLocaleString('en-US')} of `));
   t.diagnostic(
     `${g.ids.length} tokens at ${g.stats.tokensPerSecond.toFixed(1)} tok/s (sparse); TLS ${pct(tls)}, CLS_8 ${pct(cls8)}; ` +

@@ -120,7 +120,7 @@ test('the type declarations check a TypeScript consumer (strict)', (t) => {
   }
   writeFileSync(
     join(app, 'consumer.ts'),
-    `import { createEngine, BlockffnError, unpackExperts, hasModelInCache, chatPrompt, chatStops, renderChat, type ModelInfo, type GenerationChunk, type ProgressEvent, type SegmentedPrompt } from 'blockffn';
+    `import { createEngine, BlockffnError, unpackExperts, hasModelInCache, chatPrompt, chatStops, renderChat, sparsity, expertSavings, modelFileUrl, CLS_WINDOWS, type ModelInfo, type GenerationChunk, type ProgressEvent, type SegmentedPrompt, type SparsityReport } from 'blockffn';
 import init, { Engine as WasmEngine } from 'blockffn/wasm';
 
 export async function run(url: string): Promise<string> {
@@ -129,13 +129,19 @@ export async function run(url: string): Promise<string> {
   const info: ModelInfo = await engine.load(url, { onProgress: (e) => phases.push(e.phase), cache: true, dtype: 'auto' });
   let text = '';
   const ctrl = new AbortController();
+  const masks: Uint32Array[] = [];
   for await (const c of engine.generate('hi', { maxTokens: 4, temperature: 0.7, topP: 0.9, seed: 1, stop: ['\\n'], signal: ctrl.signal, mode: 'sparse' })) {
     const chunk: GenerationChunk = c;
     text += chunk.text;
     const sets: number[][] = unpackExperts(chunk.experts[0], info.experts.wordsPerLayer);
     const cls8: number | null = chunk.stats.cls['8'];
     void sets; void cls8; void chunk.stats.tokensPerSecond; void chunk.finishReason;
+    masks.push(chunk.experts[0]);
   }
+  const report: SparsityReport = sparsity(masks, info.numLayers, info.experts.count, CLS_WINDOWS);
+  const cls4: number | null = report.cls['4'];
+  const saved: number = expertSavings(masks, info, 8).bytesSkipped;
+  text += modelFileUrl(url, 'config.json') + String(cls4) + saved;
   const stream = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'x' }], stream: true, max_tokens: 3 });
   for await (const ch of stream) text += ch.choices[0].delta.content ?? '';
   const done = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'x' }] });
