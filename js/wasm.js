@@ -1,4 +1,4 @@
-// Loads the wasm module (built by `wasm-pack --target web` into ../pkg) once per JS realm.
+// Loads the wasm module (built by scripts/build-wasm.sh: cargo + wasm-bindgen --target web, into ../pkg) once per JS realm.
 // Two builds ship: blockffn_bg.wasm (SIMD128, runs everywhere WebAssembly SIMD does) and
 // blockffn_relaxed_bg.wasm (plus relaxed SIMD: fused multiply-add in the kernels), chosen by
 // feature detection. Browsers fetch the file next to this package; Node reads it from disk (Node
