@@ -8,9 +8,14 @@
 #![cfg(feature = "gpu")]
 
 use blockffn::config::RouterNorm;
+use blockffn::gpu::ops::attn_scores::MlaShape;
 use blockffn::gpu::ops::quantize_q8::Q8Vector;
+use blockffn::gpu::ops::rope::rope_table;
 use blockffn::gpu::ops::route::Routed;
-use blockffn::gpu::ops::{ChunkDown, ChunkUp, Matvec, QuantizeQ8, RmsNorm, Route, SiluScaled, Softmax};
+use blockffn::gpu::ops::{
+    AddScaled, AttnMix, AttnScores, ChunkDown, ChunkUp, Embed, Matvec, MlaAbsorb, MlaOut, QuantizeQ8, RmsNorm, Rope,
+    Route, SiluScaled, Softmax,
+};
 use blockffn::gpu::{Gpu, GpuMat};
 use blockffn::kernels::{chunk, scalar};
 use blockffn::weights::{quantize_q8, Mat};
@@ -169,7 +174,7 @@ fn rmsnorm_softmax_silu_match_scalar() {
         let lb = upload(&g, &x);
         let mut enc = g.device.create_command_encoder(&Default::default());
         rn.encode(&g, &mut enc, n, 1e-6, &xb, &wb, &ob);
-        sm.encode(&g, &mut enc, n, &sb);
+        sm.encode(&g, &mut enc, n, 1, &sb);
         si.encode(&g, &mut enc, n, 0.37, &lb);
         g.queue.submit([enc.finish()]);
 
@@ -304,14 +309,19 @@ fn sparse_ffn_layer_matches_the_scalar_chunk_kernels() {
         let got_active = read_u32(&g, &routed.active, 1 + ne);
         assert_eq!(&got_active[1..1 + got_active[0] as usize], &active[..], "{dtype}: active experts");
         let gu = g.read_f32(&ub, union.len() * de).unwrap();
-        // Scale of each u: Σ |up_r · x| · |score| (silu' ≤ 1.1 carries the dot product's rounding over).
+        // Scale of each u: Σ |up_r · x| · |score| (silu' ≤ 1.1 carries the dot product's rounding
+        // over), plus |u| times the score's relative uncertainty: the router logit a_e is itself a
+        // reordered sum, so its relative error is up to Σ|w_r,e · x| / |a_e| (in 1e-5 units).
+        let rel: Vec<f32> = (0..ne)
+            .map(|e| (0..h).map(|c| (wr[e * h + c] * x[c]).abs()).sum::<f32>() / a[e].abs().max(f32::MIN_POSITIVE))
+            .collect();
         let mut row = vec![0.0f32; h];
         let mut uscale = vec![0.0f32; u.len()];
         for (j, &e) in union.iter().enumerate() {
             for rr in 0..de {
                 scalar::row_to_f32(up, e as usize * de + rr, &mut row);
                 let m: f32 = row.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
-                uscale[j * de + rr] = 1.1 * m * scores[e as usize].abs();
+                uscale[j * de + rr] = 1.1 * m * scores[e as usize].abs() + u[j * de + rr].abs() * rel[e as usize];
             }
         }
         assert_close(&format!("{dtype} chunk_up"), &gu, &u, &uscale);
@@ -322,7 +332,7 @@ fn sparse_ffn_layer_matches_the_scalar_chunk_kernels() {
             for rr in 0..de {
                 scalar::row_to_f32(down, e as usize * de + rr, &mut dense_down);
                 for i in 0..h {
-                    yscale[i] += (u[j * de + rr] * dense_down[i]).abs();
+                    yscale[i] += (u[j * de + rr] * dense_down[i]).abs() * (1.0 + rel[e as usize]);
                 }
             }
         }
@@ -333,4 +343,209 @@ fn sparse_ffn_layer_matches_the_scalar_chunk_kernels() {
             &yscale,
         );
     }
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// Weights of `rows × cols` in `dtype` ("f32", "f16", "bf16", "q8"), their f32 values, and the Mat.
+struct Stored {
+    f: Vec<f32>,
+    h: Vec<f16>,
+    b: Vec<bf16>,
+    q: (Vec<i8>, Vec<f32>),
+    rows: usize,
+    cols: usize,
+}
+
+impl Stored {
+    fn new(r: &mut ChaCha8Rng, rows: usize, cols: usize, scale: f32) -> Stored {
+        let f = uniform(r, rows * cols, scale);
+        Stored {
+            h: f.iter().map(|&v| f16::from_f32(v)).collect(),
+            b: f.iter().map(|&v| bf16::from_f32(v)).collect(),
+            q: quantize_q8(&f).expect("finite"),
+            f,
+            rows,
+            cols,
+        }
+    }
+    fn mat(&self, dtype: &str) -> Mat<'_> {
+        let (rows, cols) = (self.rows, self.cols);
+        match dtype {
+            "f32" => Mat::F32 { data: &self.f, rows, cols },
+            "f16" => Mat::F16 { data: &self.h, rows, cols },
+            "bf16" => Mat::BF16 { data: &self.b, rows, cols },
+            _ => Mat::Q8 { data: &self.q.0, scales: &self.q.1, rows, cols },
+        }
+    }
+}
+
+const DTYPES: [&str; 4] = ["f32", "f16", "bf16", "q8"];
+
+#[test]
+fn embed_rope_and_residual_match_scalar() {
+    let Some(g) = gpu() else { return };
+    let (emb, rope, add) = (Embed::new(&g), Rope::new(&g), AddScaled::new(&g));
+    let mut r = rng("embed/rope/residual");
+    let (vocab, hsz) = (50, 96);
+    let table = Stored::new(&mut r, vocab, hsz, 1.0);
+    let ids: Vec<u32> = vec![3, 49, 0, 17];
+    for dtype in DTYPES {
+        let m = table.mat(dtype);
+        let gm = GpuMat::upload(&g, "embed", m).unwrap();
+        let (idb, hb) = (g.storage("ids", bytemuck::cast_slice(&ids)), g.storage_f32("h", ids.len() * hsz));
+        let mut enc = g.device.create_command_encoder(&Default::default());
+        emb.encode(&g, &mut enc, &gm, 12.0, ids.len(), &idb, &hb).unwrap();
+        g.queue.submit([enc.finish()]);
+        let got = g.read_f32(&hb, ids.len() * hsz).unwrap();
+        let mut want = vec![0.0; ids.len() * hsz];
+        for (row, &id) in want.chunks_exact_mut(hsz).zip(&ids) {
+            scalar::row_to_f32(m, id as usize, row);
+            row.iter_mut().for_each(|v| *v *= 12.0);
+        }
+        assert_eq!(got, want, "{dtype} embed: a gather and one multiply must be exact");
+    }
+
+    // RoPE: 5 heads of 32 at stride 40 from offset 8, at a large position (table-based cos/sin).
+    let inv = scalar::rope_inv_freq(32, 10000.0);
+    let tb = upload(&g, &rope_table(&inv, 1024));
+    let x = uniform(&mut r, 8 + 5 * 40, 2.0);
+    let xb = upload(&g, &x);
+    let y = uniform(&mut r, x.len(), 1.0);
+    let (yb, hb) = (upload(&g, &y), upload(&g, &x));
+    let mut enc = g.device.create_command_encoder(&Default::default());
+    rope.encode(&g, &mut enc, &tb, &xb, 5, 32, 40, 8, 1000);
+    add.encode(&g, &mut enc, x.len(), 0.3, &yb, &hb);
+    g.queue.submit([enc.finish()]);
+    let mut want = x.clone();
+    for h in 0..5 {
+        scalar::rope_rotate_half(&mut want[8 + h * 40..8 + h * 40 + 32], &inv, 1000);
+    }
+    assert_eq!(g.read_f32(&xb, x.len()).unwrap(), want, "rope: the same f32 cos/sin and two products each");
+    let want: Vec<f32> = x.iter().zip(&y).map(|(h, y)| h + y * 0.3).collect();
+    assert_eq!(g.read_f32(&hb, x.len()).unwrap(), want, "h += y · s");
+}
+
+#[test]
+fn mla_attention_over_the_cache_matches_the_scalar_steps() {
+    let Some(g) = gpu() else { return };
+    let (absorb, scores_k, smax, mix, out_k) =
+        (MlaAbsorb::new(&g), AttnScores::new(&g), Softmax::new(&g), AttnMix::new(&g), MlaOut::new(&g));
+    let mut r = rng("mla attention");
+    let d = MlaShape { heads: 4, nope: 16, rope: 8, vdim: 16, r: 64 };
+    let (qhd, t_len) = (d.nope + d.rope, 9);
+    let scale = 1.0 / (qhd as f32).sqrt();
+    let kv_b = Stored::new(&mut r, d.heads * (d.nope + d.vdim), d.r, 0.3);
+    let q = uniform(&mut r, d.heads * qhd, 1.0);
+    let latent = uniform(&mut r, t_len * d.r, 1.0);
+    let k_pe = uniform(&mut r, t_len * d.rope, 1.0);
+    for dtype in DTYPES {
+        let m = kv_b.mat(dtype);
+        // CPU, head by head, as cpu::mla does it.
+        let (mut qabs, mut s_all, mut p_all, mut cbar_all, mut o_all) = (vec![], vec![], vec![], vec![], vec![]);
+        for h in 0..d.heads {
+            let rows = h * (d.nope + d.vdim);
+            let qh = &q[h * qhd..(h + 1) * qhd];
+            let mut qa = vec![0.0; d.r];
+            scalar::axpy_rows(m.row_range(rows, rows + d.nope), &qh[..d.nope], &mut qa);
+            let (mut s, mut pe) = (vec![0.0; t_len], vec![0.0; t_len]);
+            scalar::matvec(Mat::F32 { data: &latent, rows: t_len, cols: d.r }, &qa, &mut s);
+            scalar::matvec(Mat::F32 { data: &k_pe, rows: t_len, cols: d.rope }, &qh[d.nope..], &mut pe);
+            s.iter_mut().zip(&pe).for_each(|(a, b)| *a = (*a + b) * scale);
+            s_all.extend_from_slice(&s);
+            scalar::softmax(&mut s);
+            let mut cbar = vec![0.0; d.r];
+            scalar::axpy_rows_dense(Mat::F32 { data: &latent, rows: t_len, cols: d.r }, &s, &mut cbar);
+            let mut oh = vec![0.0; d.vdim];
+            scalar::matvec(m.row_range(rows + d.nope, rows + d.nope + d.vdim), &cbar, &mut oh);
+            qabs.extend(qa);
+            p_all.extend(s);
+            cbar_all.extend(cbar);
+            o_all.extend(oh);
+        }
+        // GPU: five dispatches for all heads.
+        let gm = GpuMat::upload(&g, "kv_b", m).unwrap();
+        let (qb, lb, pb) = (upload(&g, &q), upload(&g, &latent), upload(&g, &k_pe));
+        let (qab, sb, cb, ob) = (
+            g.storage_f32("qabs", d.heads * d.r),
+            g.storage_f32("s", d.heads * t_len),
+            g.storage_f32("cbar", d.heads * d.r),
+            g.storage_f32("o", d.heads * d.vdim),
+        );
+        let q8 = Q8Vector::new(&g, d.heads * d.r);
+        let mut enc = g.device.create_command_encoder(&Default::default());
+        absorb.encode(&g, &mut enc, &gm, d, &qb, &qab).unwrap();
+        scores_k.encode_mla(&g, &mut enc, d, t_len, scale, &qab, &qb, &lb, &pb, &sb);
+        g.queue.submit([enc.finish()]);
+        let got_s = g.read_f32(&sb, d.heads * t_len).unwrap();
+        let mut enc = g.device.create_command_encoder(&Default::default());
+        smax.encode(&g, &mut enc, t_len, d.heads, &sb);
+        mix.encode_mla(&g, &mut enc, d.heads, d.r, t_len, &sb, &lb, &cb);
+        out_k.encode(&g, &mut enc, &gm, d, &cb, &ob, Some(&q8)).unwrap();
+        g.queue.submit([enc.finish()]);
+
+        let bound = |v: &[f32], s: f32| vec![s; v.len()];
+        assert_close(
+            &format!("{dtype} q_abs"),
+            &g.read_f32(&qab, qabs.len()).unwrap(),
+            &qabs,
+            &bound(&qabs, norm(&q) * norm(&kv_b.f)),
+        );
+        assert_close(
+            &format!("{dtype} scores"),
+            &got_s,
+            &s_all,
+            &bound(&s_all, (norm(&qabs) * norm(&latent) + norm(&q) * norm(&k_pe)) * scale),
+        );
+        assert_close(&format!("{dtype} probs"), &g.read_f32(&sb, p_all.len()).unwrap(), &p_all, &bound(&p_all, 1.0));
+        assert_close(
+            &format!("{dtype} c̄"),
+            &g.read_f32(&cb, cbar_all.len()).unwrap(),
+            &cbar_all,
+            &bound(&cbar_all, norm(&latent)),
+        );
+        assert_close(
+            &format!("{dtype} o"),
+            &g.read_f32(&ob, o_all.len()).unwrap(),
+            &o_all,
+            &bound(&o_all, norm(&cbar_all) * norm(&kv_b.f)),
+        );
+    }
+}
+
+#[test]
+fn gqa_attention_over_the_cache_matches_the_scalar_steps() {
+    let Some(g) = gpu() else { return };
+    let (scores_k, smax, mix) = (AttnScores::new(&g), Softmax::new(&g), AttnMix::new(&g));
+    let mut r = rng("gqa attention");
+    let (heads, kv_heads, hd, t_len) = (6, 2, 16, 7);
+    let kw = kv_heads * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let q = uniform(&mut r, heads * hd, 1.0);
+    let k = uniform(&mut r, t_len * kw, 1.0);
+    let v = uniform(&mut r, t_len * kw, 1.0);
+    let mut want = vec![0.0; heads * hd];
+    for h in 0..heads {
+        let kvh = h / (heads / kv_heads);
+        let mut s: Vec<f32> = (0..t_len)
+            .map(|t| scalar::dot(&k[t * kw + kvh * hd..t * kw + (kvh + 1) * hd], &q[h * hd..(h + 1) * hd]) * scale)
+            .collect();
+        scalar::softmax(&mut s);
+        for (t, &p) in s.iter().enumerate() {
+            for (acc, &vv) in want[h * hd..(h + 1) * hd].iter_mut().zip(&v[t * kw + kvh * hd..t * kw + (kvh + 1) * hd])
+            {
+                *acc += p * vv;
+            }
+        }
+    }
+    let (qb, kb, vb) = (upload(&g, &q), upload(&g, &k), upload(&g, &v));
+    let (sb, ob) = (g.storage_f32("s", heads * t_len), g.storage_f32("o", heads * hd));
+    let mut enc = g.device.create_command_encoder(&Default::default());
+    scores_k.encode_gqa(&g, &mut enc, heads, kv_heads, hd, t_len, scale, &qb, &kb, &sb);
+    smax.encode(&g, &mut enc, t_len, heads, &sb);
+    mix.encode_gqa(&g, &mut enc, heads, kv_heads, hd, t_len, &sb, &vb, &ob);
+    g.queue.submit([enc.finish()]);
+    assert_close("gqa o", &g.read_f32(&ob, want.len()).unwrap(), &want, &vec![norm(&v); want.len()]);
 }

@@ -151,6 +151,18 @@ impl Gpu {
     }
 }
 
+/// A bind group for `pipeline`'s group 0 with `buffers` bound at the given binding numbers (for
+/// entry points that use only some of their module's bindings).
+pub fn bind_at(gpu: &Gpu, pipeline: &wgpu::ComputePipeline, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> =
+        buffers.iter().map(|&(i, b)| wgpu::BindGroupEntry { binding: i, resource: b.as_entire_binding() }).collect();
+    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
+}
+
 /// A bind group for `pipeline`'s group 0 with `buffers` bound at 0, 1, 2, … in order.
 pub fn bind(gpu: &Gpu, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
     let entries: Vec<wgpu::BindGroupEntry> = buffers

@@ -9,7 +9,11 @@
 //! (with on-GPU q8 input quantization), rmsnorm, silu_scaled, softmax, the router's decision with
 //! the active experts compacted on the GPU (route), and the sparse up/down projections over that
 //! union on a fixed grid with early exit (chunk_up, chunk_down; k tokens, the verifier's shape).
-//! Attention, embedding, sampling and the decoder step that chains them are the next part.
+//! Attention's kernels too: embed (ids read on the GPU), rope (host-computed f32 cos/sin table),
+//! the residual add, MLA's absorbed query (mla_absorb), scores and mixes over the cache for MLA
+//! and GQA (attn_scores, attn_mix), softmax over rows, and the per-head value projection
+//! (mla_out). Next: the GPU `Backend` that chains them with the KV cache on the device, sampling
+//! on the device, and one submission per token.
 
 pub mod context;
 pub mod ops;

@@ -6,7 +6,7 @@ use crate::gpu::weights::{GpuDType, GpuMat};
 use crate::{Error, Result};
 
 use super::quantize_q8::{Q8Vector, QuantizeQ8};
-use super::{dispatch_2d, dtype_index, per_dtype, ROWS_WGSL};
+use super::{dispatch_2d, dtype_index, per_dtype, ELEMS_WGSL, ROWS_WGSL};
 
 const SOURCE: &str = include_str!("../shaders/chunk_up.wgsl");
 const ROWS: usize = 4;
@@ -19,7 +19,7 @@ pub struct ChunkUp {
 impl ChunkUp {
     pub fn new(gpu: &Gpu) -> ChunkUp {
         ChunkUp {
-            pipelines: per_dtype(gpu, "chunk_up", &[ROWS_WGSL, SOURCE], "chunk_up"),
+            pipelines: per_dtype(gpu, "chunk_up", &[ELEMS_WGSL, ROWS_WGSL, SOURCE], "chunk_up"),
             quantize: QuantizeQ8::new(gpu),
         }
     }

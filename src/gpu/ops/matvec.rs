@@ -6,7 +6,7 @@ use crate::gpu::weights::{GpuDType, GpuMat};
 use crate::{Error, Result};
 
 use super::quantize_q8::{Q8Vector, QuantizeQ8};
-use super::{dispatch, dtype_index, groups, per_dtype, ROWS_WGSL};
+use super::{dispatch, dtype_index, groups, per_dtype, ELEMS_WGSL, ROWS_WGSL};
 
 const SOURCE: &str = include_str!("../shaders/matvec.wgsl");
 /// Rows per workgroup (`ROWS` in the shader).
@@ -19,7 +19,10 @@ pub struct Matvec {
 
 impl Matvec {
     pub fn new(gpu: &Gpu) -> Matvec {
-        Matvec { pipelines: per_dtype(gpu, "matvec", &[ROWS_WGSL, SOURCE], "matvec"), quantize: QuantizeQ8::new(gpu) }
+        Matvec {
+            pipelines: per_dtype(gpu, "matvec", &[ELEMS_WGSL, ROWS_WGSL, SOURCE], "matvec"),
+            quantize: QuantizeQ8::new(gpu),
+        }
     }
 
     /// Records `y[..w.rows] = W x[..w.cols]`. A q8 `w` needs `q8` scratch of `w.cols` values.

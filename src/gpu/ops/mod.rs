@@ -2,20 +2,34 @@
 //! created once, and an `encode` that records the kernel into a command encoder. Each is the twin
 //! of a scalar kernel in `crate::kernels` and tested against it (tests/gpu_kernels.rs).
 
+pub mod add_scaled;
+pub mod attn_mix;
+pub mod attn_scores;
 pub mod chunk_down;
 pub mod chunk_up;
+pub mod embed;
 pub mod matvec;
+pub mod mla_absorb;
+pub mod mla_out;
 pub mod quantize_q8;
 pub mod rmsnorm;
+pub mod rope;
 pub mod route;
 pub mod silu_scaled;
 pub mod softmax;
 
+pub use add_scaled::AddScaled;
+pub use attn_mix::AttnMix;
+pub use attn_scores::AttnScores;
 pub use chunk_down::ChunkDown;
 pub use chunk_up::ChunkUp;
+pub use embed::Embed;
 pub use matvec::Matvec;
+pub use mla_absorb::MlaAbsorb;
+pub use mla_out::MlaOut;
 pub use quantize_q8::QuantizeQ8;
 pub use rmsnorm::RmsNorm;
+pub use rope::Rope;
 pub use route::Route;
 pub use silu_scaled::SiluScaled;
 pub use softmax::Softmax;
@@ -23,7 +37,9 @@ pub use softmax::Softmax;
 use crate::gpu::weights::GpuDType;
 use crate::gpu::Gpu;
 
-/// The row dot products shared by the kernels that read weight rows (see the file).
+/// Single-weight access shared by the kernels that gather or form transposed products.
+pub(crate) const ELEMS_WGSL: &str = include_str!("../shaders/elems.wgsl");
+/// The row dot products shared by the kernels that read weight rows (see the file; after ELEMS).
 pub(crate) const ROWS_WGSL: &str = include_str!("../shaders/rows.wgsl");
 
 /// One pipeline per weight dtype from a shader written once: `parts` concatenated, `_DT(` made the

@@ -1,4 +1,5 @@
-// Row dot products, prepended to the kernels that take them (matvec, chunk_up). Not a kernel.
+// Row dot products, prepended (after elems.wgsl) to the kernels that take them (matvec, chunk_up).
+// Not a kernel.
 // Each `partial_DT` returns one thread's strided share of (row of W) · x, f32 accumulation; the
 // pipeline builder picks the dtype by replacing `_DT(` with `_f32(`, `_f16(`, `_bf16(` or `_q8(`.
 // The including shader declares the globals read here: `w: array<u32>` (the weights as 32-bit
@@ -57,11 +58,6 @@ fn partial_bf16(row: u32, cols: u32, xoff: u32, lid: u32) -> f32 {
         acc += bitcast<f32>(v & 0xffff0000u) * x[xoff + 2u * k + 1u];
     }
     return acc;
-}
-
-// The signed byte b (0..3) of a word.
-fn i8_at(v: u32, b: u32) -> i32 {
-    return bitcast<i32>(v << (24u - 8u * b)) >> 24u;
 }
 
 // One thread takes whole 32-weight blocks, as the CPU sums them: an exact integer block sum times

@@ -1,5 +1,6 @@
-// In-place softmax of one vector — the twin of kernels::scalar::softmax: subtract the maximum,
-// exponentiate, divide by the sum. One workgroup, shared-memory trees for the max and the sum.
+// In-place softmax of `rows` vectors of n values (row i at i · n) — the twin of
+// kernels::scalar::softmax: subtract the maximum, exponentiate, divide by the sum. One workgroup
+// per row, shared-memory trees for the max and the sum.
 
 const WG: u32 = 256u;
 
@@ -16,10 +17,11 @@ struct Params {
 var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
-fn softmax(@builtin(local_invocation_index) lid: u32) {
+fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o = wid.x * p.n;
     var m = -3.40282347e38;
     for (var i = lid; i < p.n; i += WG) {
-        m = max(m, x[i]);
+        m = max(m, x[o + i]);
     }
     partial[lid] = m;
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
@@ -33,8 +35,8 @@ fn softmax(@builtin(local_invocation_index) lid: u32) {
     workgroupBarrier();
     var acc = 0.0;
     for (var i = lid; i < p.n; i += WG) {
-        let e = exp(x[i] - mx);
-        x[i] = e;
+        let e = exp(x[o + i] - mx);
+        x[o + i] = e;
         acc += e;
     }
     partial[lid] = acc;
@@ -47,6 +49,6 @@ fn softmax(@builtin(local_invocation_index) lid: u32) {
     workgroupBarrier();
     let total = partial[0];
     for (var i = lid; i < p.n; i += WG) {
-        x[i] = x[i] / total;
+        x[o + i] = x[o + i] / total;
     }
 }
