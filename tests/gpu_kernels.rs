@@ -11,7 +11,7 @@ use blockffn::gpu::ops::quantize_q8::Q8Vector;
 use blockffn::gpu::ops::{Matvec, QuantizeQ8, RmsNorm, SiluScaled, Softmax};
 use blockffn::gpu::{Gpu, GpuMat};
 use blockffn::kernels::scalar;
-use blockffn::weights::{quantize_q8, Mat};
+use blockffn::tensor::{quantize_q8, Mat};
 use half::{bf16, f16};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
