@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::kernels::{chunk, scalar, simd128};
+use crate::kernels::{scalar, simd128};
 use crate::model::{FfnMode, Logits};
-use crate::weights::{quantize_q8, Mat, Q8_BLOCK};
+use crate::tensor::{quantize_q8, Mat, Q8_BLOCK};
 
 pub const HIDDEN: usize = 768;
 pub const EXPERTS: usize = 48;
@@ -113,8 +113,8 @@ pub const SCALAR: Kernels = Kernels {
     matvec: scalar::matvec,
     axpy_rows: scalar::axpy_rows,
     axpy_rows_dense: scalar::axpy_rows_dense,
-    chunk_up: chunk::chunk_up,
-    chunk_down: chunk::chunk_down,
+    chunk_up: scalar::chunk_up,
+    chunk_down: scalar::chunk_down,
 };
 pub const SIMD: Kernels = Kernels {
     matvec: simd128::matvec,

@@ -22,6 +22,7 @@ pub mod model;
 pub mod package;
 pub mod sampling;
 pub mod sink;
+pub mod tensor;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

@@ -12,7 +12,8 @@ use crate::config::ModelConfig;
 use crate::model::Model;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::sink::{fill_from, HostSink, WeightSink};
-use crate::weights::{AlignedBuf, DType, WeightStore};
+use crate::tensor::DType;
+use crate::weights::{AlignedBuf, WeightStore};
 use crate::{Error, Result};
 
 pub const FORMAT: &str = "blockffn-runtime";

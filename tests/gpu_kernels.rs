@@ -17,8 +17,8 @@ use blockffn::gpu::ops::{
     Route, SiluScaled, Softmax,
 };
 use blockffn::gpu::{Gpu, GpuMat};
-use blockffn::kernels::{chunk, scalar};
-use blockffn::weights::{quantize_q8, Mat};
+use blockffn::kernels::scalar;
+use blockffn::tensor::{quantize_q8, Mat};
 use half::{bf16, f16};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -289,9 +289,9 @@ fn sparse_ffn_layer_matches_the_scalar_chunk_kernels() {
         let (scores, active) = route_ref(&a, RouterNorm::Rms, &gw, 1e-6, 1.0);
         let union: Vec<u16> = active.iter().map(|&e| e as u16).collect();
         let mut u = vec![0.0; union.len() * de];
-        chunk::chunk_up(up, de, &union, &x, &scores, ne, &mut u);
+        scalar::chunk_up(up, de, &union, &x, &scores, ne, &mut u);
         let mut y = vec![0.0; h];
-        chunk::chunk_down(down, de, &union, &u, &mut y);
+        scalar::chunk_down(down, de, &union, &u, &mut y);
 
         // GPU: the same four steps in one submission.
         let gr = GpuMat::upload(&g, "router", Mat::F32 { data: &wr, rows: ne, cols: h }).unwrap();

@@ -23,8 +23,8 @@
 //! - chunk kernels (`chunk_up`, `chunk_down`): stated with their test at the end of this file.
 #![cfg(target_arch = "wasm32")]
 
-use blockffn::kernels::{self, chunk as scalar_chunk, scalar, simd128};
-use blockffn::weights::Mat;
+use blockffn::kernels::{self, scalar, simd128};
+use blockffn::tensor::Mat;
 use half::{bf16, f16};
 use wasm_bindgen_test::*;
 
@@ -708,7 +708,8 @@ fn q8_model_end_to_end_under_simd() {
     use blockffn::config::ModelConfig;
     use blockffn::layout::tensor_table;
     use blockffn::model::{FfnMode, Logits};
-    use blockffn::weights::{quantize_q8, AlignedBuf};
+    use blockffn::tensor::quantize_q8;
+    use blockffn::weights::AlignedBuf;
     use safetensors::tensor::TensorView;
     use safetensors::{Dtype, SafeTensors};
 
@@ -843,7 +844,7 @@ fn check_chunk(dtype: &str, ne: usize, de: usize, cols: usize, k: usize, rng: &m
     }
     let (mut us, mut uc) = (vec![f32::NAN; k * nu * de], vec![f32::NAN; k * nu * de]);
     simd128::chunk_up(m, de, &union, &xs, &scores, ne, &mut us);
-    scalar_chunk::chunk_up(m, de, &union, &xs, &scores, ne, &mut uc);
+    scalar::chunk_up(m, de, &union, &xs, &scores, ne, &mut uc);
     for t in 0..k {
         for (j, &b) in union.iter().enumerate() {
             let b = b as usize;
@@ -882,7 +883,7 @@ fn check_chunk(dtype: &str, ne: usize, de: usize, cols: usize, k: usize, rng: &m
     let y0 = rng.vec(k * cols, 1.0);
     let (mut ys, mut yc) = (y0.clone(), y0.clone());
     simd128::chunk_down(m, de, &union, &u, &mut ys);
-    scalar_chunk::chunk_down(m, de, &union, &u, &mut yc);
+    scalar::chunk_down(m, de, &union, &u, &mut yc);
     for t in 0..k {
         let mut yt = y0[t * cols..(t + 1) * cols].to_vec();
         for (j, &b) in union.iter().enumerate() {

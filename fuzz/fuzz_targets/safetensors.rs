@@ -7,7 +7,8 @@
 
 use blockffn::config::ModelConfig;
 use blockffn::model::{FfnMode, Logits, Model};
-use blockffn::weights::{DType, Mat, WeightStore};
+use blockffn::tensor::{DType, Mat};
+use blockffn::weights::WeightStore;
 use libfuzzer_sys::fuzz_target;
 
 fn view_all(store: &WeightStore) {

@@ -6,7 +6,7 @@ use half::{bf16, f16};
 
 use super::raw::{Dtype, RawTensor};
 use crate::layout::{TensorEntry, Transform};
-use crate::weights::{quantize_q8, Q8_BLOCK};
+use crate::tensor::{quantize_q8, Q8_BLOCK};
 use crate::{Error, Result};
 
 /// How one tensor is stored in the runtime file.

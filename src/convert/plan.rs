@@ -10,7 +10,7 @@ use super::raw::{Dtype, TensorMeta};
 use super::OutDtype;
 use crate::config::ModelConfig;
 use crate::layout::{tensor_table, TensorEntry, Transform};
-use crate::weights::Q8_BLOCK;
+use crate::tensor::Q8_BLOCK;
 use crate::{Error, Result};
 
 const EMBED: &str = "model.embed_tokens.weight";

@@ -16,8 +16,9 @@ use super::source::Checkpoint;
 use super::weights_out::{OutTensor, WeightsLayout, WeightsWriter};
 use crate::config::ModelConfig;
 use crate::package::{self, FileEntry, Manifest};
+use crate::tensor::Q8_BLOCK;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{Q8_BLOCK, Q8_SCALES_SUFFIX};
+use crate::weights::Q8_SCALES_SUFFIX;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

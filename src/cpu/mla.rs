@@ -5,7 +5,8 @@
 
 use crate::config::MlaDims;
 use crate::kernels::{axpy_rows, axpy_rows_dense, matmul, matvec, rmsnorm, rope_rotate_half, softmax};
-use crate::weights::{Mat, TensorInfo, WeightStore};
+use crate::tensor::Mat;
+use crate::weights::{TensorInfo, WeightStore};
 
 /// eps of q_a_layernorm / kv_a_layernorm (fixed in the reference code, not from the config).
 const MLA_NORM_EPS: f32 = 1e-6;

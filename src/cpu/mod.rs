@@ -19,7 +19,8 @@ use crate::experts::{self, ExpertMasks};
 use crate::kernels::{matmul, rmsnorm, rope_inv_freq, row_to_f32};
 use crate::layout::{tensor_table, Part, Role};
 use crate::model::FfnMode;
-use crate::weights::{DType, TensorInfo, WeightStore};
+use crate::tensor::DType;
+use crate::weights::{TensorInfo, WeightStore};
 use crate::{Error, Result};
 
 use block_ffn::{BlockFfnParams, BlockFfnWeights};

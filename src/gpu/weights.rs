@@ -7,7 +7,7 @@
 //! buffer ≤ the limit; a matrix-vector product runs once per part (rows are independent, so the
 //! split is exact).
 
-use crate::weights::{Mat, Q8_BLOCK};
+use crate::tensor::{Mat, Q8_BLOCK};
 use crate::{Error, Result};
 
 use super::Gpu;

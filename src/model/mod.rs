@@ -11,7 +11,8 @@ use crate::backend::{Backend, SeqCache};
 use crate::config::ModelConfig;
 use crate::cpu::Cpu;
 use crate::experts::ExpertMasks;
-use crate::weights::{DType, WeightStore};
+use crate::tensor::DType;
+use crate::weights::WeightStore;
 use crate::{Error, Result};
 
 pub use crate::cpu::KvCache;

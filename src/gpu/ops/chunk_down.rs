@@ -1,5 +1,5 @@
 //! The experts' down projection over the GPU-compacted union (`chunk_down.wgsl`), the twin of
-//! `kernels::chunk::chunk_down`; it writes `ys` (no accumulation into earlier contents).
+//! `kernels::scalar::chunk_down`; it writes `ys` (no accumulation into earlier contents).
 
 use crate::gpu::context::{bind, Gpu};
 use crate::gpu::weights::{GpuDType, GpuMat};

@@ -1,5 +1,5 @@
 //! The experts' up projection over the GPU-compacted union (`chunk_up.wgsl`), the twin of
-//! `kernels::chunk::chunk_up`: a fixed grid with early exit, nothing read back.
+//! `kernels::scalar::chunk_up`: a fixed grid with early exit, nothing read back.
 
 use crate::gpu::context::{bind, Gpu};
 use crate::gpu::weights::{GpuDType, GpuMat};

@@ -1,5 +1,5 @@
 //! q8 quantization of an activation vector on the GPU (`quantize_q8.wgsl`), the twin of
-//! `weights::quantize_q8`: what the q8 matvec multiplies the weights' int8 with.
+//! `tensor::quantize_q8`: what the q8 matvec multiplies the weights' int8 with.
 
 use crate::gpu::context::{bind, Gpu};
 

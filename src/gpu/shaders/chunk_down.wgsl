@@ -1,5 +1,5 @@
 // ys[t, :] = Σ_j Σ_r u[t, j, r] · W_down[union[j]·de + r, :] — the twin of
-// kernels::chunk::chunk_down over the union compacted by route.wgsl, zero coefficients skipped.
+// kernels::scalar::chunk_down over the union compacted by route.wgsl, zero coefficients skipped.
 // One thread per 32-bit word of an output row (1 f32 column, 2 f16/bf16, 4 q8); rows in the
 // CPU's order, so each output is the same sequence of additions as on the CPU. y: the tokens.
 

@@ -1,5 +1,5 @@
 // u[t, j, :] = silu(W_up[e·de .. (e+1)·de, :] · x_t) · scores[t, e] for every active expert
-// e = union[j] — the twin of kernels::chunk::chunk_up, with the union compacted on the GPU by
+// e = union[j] — the twin of kernels::scalar::chunk_up, with the union compacted on the GPU by
 // route.wgsl (union[0] = count, then the ids). Fixed grid: x covers every possible slot
 // (ne · de / ROWS workgroups), y the tokens; a workgroup whose slot is beyond the count returns at
 // once (workgroup-uniform: no indirect dispatch, nothing read back). Row dot products: rows.wgsl.

@@ -1,5 +1,5 @@
 // The input vector quantized like q8 weights, per block of 32 — the twin of
-// weights::quantize_q8: scale = max|x| / 127, q = round(x / scale) half away from zero, clamped to
+// tensor::quantize_q8: scale = max|x| / 127, q = round(x / scale) half away from zero, clamped to
 // ±127, an all-zero block scale 0. One thread per block. A block with a non-finite value gets
 // scale −1 (scales are ≥ 0 otherwise): the q8 matvec then takes the exact path for the whole
 // vector, as the CPU does when quantize_q8 returns None.

@@ -1,3 +1,6 @@
+//! Scalar multi-token kernels: `matmul` (k tokens through one matrix, `matvec` per token) and
+//! the chunk kernels below.
+//!
 //! Chunk kernels (scalar reference): one row-block ("expert") of a matrix applied to several
 //! input vectors ("tokens") at once, each block's rows read once for all of them.
 //!
@@ -12,8 +15,30 @@
 //! followed by `silu_scaled` does, and [`chunk_down`] exactly what `axpy_rows` on the block's rows
 //! does, so a chunk is bit-identical to running the tokens one by one with the same kernels.
 
-use super::scalar::{dot, matvec, row_to_f32, silu_scaled};
-use crate::weights::Mat;
+use super::activations::silu_scaled;
+use super::rows::{axpy_rows, dot, matvec, row_to_f32};
+use crate::tensor::Mat;
+
+/// Checks a k-token product's shapes (`xs`: k × cols, `ys`: k × rows, token-major); returns k.
+pub(crate) fn check_matmul(w: Mat, xs: &[f32], ys: &[f32]) -> usize {
+    let (rows, cols) = (w.rows(), w.cols());
+    assert!(cols > 0 && xs.len().is_multiple_of(cols), "matmul: inputs are not whole rows of {cols}");
+    let k = xs.len() / cols;
+    assert_eq!(ys.len(), k * rows, "matmul: output length");
+    k
+}
+
+/// `ys[t] = W xs[t]` for k tokens (token-major `xs` `[k, cols]`, `ys` `[k, rows]`): `matvec`
+/// per token. The fast twins read each weight once for all k tokens.
+pub fn matmul(w: Mat, xs: &[f32], ys: &mut [f32]) {
+    check_matmul(w, xs, ys);
+    if xs.is_empty() {
+        return;
+    }
+    for (x, y) in xs.chunks_exact(w.cols()).zip(ys.chunks_exact_mut(w.rows())) {
+        matvec(w, x, y);
+    }
+}
 
 /// Checks the shapes shared by both chunk kernels; returns `(k, nu)`.
 pub(crate) fn check_chunk(
@@ -97,7 +122,7 @@ pub fn chunk_down(down: Mat, block: usize, union: &[u16], u: &[f32], ys: &mut [f
                     for t in 0..k {
                         let c = coeff(t);
                         if c != 0.0 {
-                            super::scalar::axpy_rows(one, &[c], &mut ys[t * cols..(t + 1) * cols]);
+                            axpy_rows(one, &[c], &mut ys[t * cols..(t + 1) * cols]);
                         }
                     }
                 }
@@ -128,7 +153,6 @@ pub fn union_sorted(sets: &[&[u16]]) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::scalar::axpy_rows;
 
     #[test]
     fn chunk_matches_per_token_kernels_bitwise() {

@@ -1,66 +1,8 @@
-//! Plain scalar kernels: the readable reference implementation, f32 accumulation throughout.
-//!
-//! q8 matrices ([`Mat::Q8`]) are handled block by block, with the block's scale applied once:
-//! - `matvec`: the input vector is quantized the same way as the weights (per block of 32:
-//!   `sx = max|x| / 127`, `qx = round(x / sx)`, [`crate::weights::quantize_q8`]), each block's
-//!   products are summed exactly in integers, and `y[r] = Σ_b (scale_b · sx_b) · isum_b`, blocks
-//!   added in order. This is the int8 × int8 product of q8 runtimes; it adds at most
-//!   `Σ_j |w_j| · sx_b / 2` of error per row. An input with a non-finite value takes the exact
-//!   path `Σ_b scale_b · (Σ_{j in b} q_j · x_j)` instead;
-//! - `axpy_rows`: `y[j] += (c_r · scale_b) · q_j`, i.e. the coefficient folded into the scale;
-//! - `row_to_f32`: `out[j] = scale_b · q_j` (the dequantized weight, one rounding).
+//! Scalar row kernels: one matrix row at a time (`dot`, `matvec`, `axpy_rows`, `axpy_rows_dense`,
+//! `row_to_f32`), every dtype including q8 (see the notes of `kernels::scalar`).
 
-use half::{bf16, f16};
-
-use crate::weights::{quantize_q8, Mat, Q8_BLOCK};
-
-/// A stored weight element that widens to f32.
-pub trait Elem: Copy {
-    fn f32(self) -> f32;
-    /// This slice viewed as a row-major `[rows, cols]` matrix (lets dtype-specific kernels dispatch).
-    fn mat(data: &[Self], rows: usize, cols: usize) -> Mat<'_>;
-    /// Widens a whole slice (f16 uses the CPU's conversion instructions where it has them).
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = s.f32();
-        }
-    }
-}
-impl Elem for f32 {
-    #[inline(always)]
-    fn f32(self) -> f32 {
-        self
-    }
-    fn mat(data: &[Self], rows: usize, cols: usize) -> Mat<'_> {
-        Mat::F32 { data, rows, cols }
-    }
-}
-impl Elem for f16 {
-    #[inline(always)]
-    fn f32(self) -> f32 {
-        self.to_f32()
-    }
-    fn mat(data: &[Self], rows: usize, cols: usize) -> Mat<'_> {
-        Mat::F16 { data, rows, cols }
-    }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
-        src.convert_to_f32_slice(dst);
-    }
-}
-impl Elem for bf16 {
-    #[inline(always)]
-    fn f32(self) -> f32 {
-        self.to_f32()
-    }
-    fn mat(data: &[Self], rows: usize, cols: usize) -> Mat<'_> {
-        Mat::BF16 { data, rows, cols }
-    }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
-        src.convert_to_f32_slice(dst);
-    }
-}
+use super::Elem;
+use crate::tensor::{quantize_q8, Mat, Q8_BLOCK};
 
 #[inline]
 pub fn dot<T: Elem>(w: &[T], x: &[f32]) -> f32 {
@@ -89,7 +31,7 @@ pub(crate) fn check_q8(data: &[i8], scales: &[f32], rows: usize, cols: usize) {
     assert!(data.len() >= n && scales.len() >= n / Q8_BLOCK, "q8 matrix: data or scales shorter than rows × cols");
 }
 
-/// Σ_b scale_b · (Σ_{j in b} q_j · x_j) over one q8 row (see the module notes).
+/// Σ_b scale_b · (Σ_{j in b} q_j · x_j) over one q8 row (see the notes of `kernels::scalar`).
 #[inline]
 fn dot_q8(q: &[i8], scales: &[f32], x: &[f32]) -> f32 {
     let mut acc = 0.0f32;
@@ -147,27 +89,6 @@ pub fn matvec(w: Mat, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Checks a k-token product's shapes (`xs`: k × cols, `ys`: k × rows, token-major); returns k.
-pub(crate) fn check_matmul(w: Mat, xs: &[f32], ys: &[f32]) -> usize {
-    let (rows, cols) = (w.rows(), w.cols());
-    assert!(cols > 0 && xs.len().is_multiple_of(cols), "matmul: inputs are not whole rows of {cols}");
-    let k = xs.len() / cols;
-    assert_eq!(ys.len(), k * rows, "matmul: output length");
-    k
-}
-
-/// `ys[t] = W xs[t]` for k tokens (token-major `xs` `[k, cols]`, `ys` `[k, rows]`): `matvec`
-/// per token. The fast twins read each weight once for all k tokens.
-pub fn matmul(w: Mat, xs: &[f32], ys: &mut [f32]) {
-    check_matmul(w, xs, ys);
-    if xs.is_empty() {
-        return;
-    }
-    for (x, y) in xs.chunks_exact(w.cols()).zip(ys.chunks_exact_mut(w.rows())) {
-        matvec(w, x, y);
-    }
-}
-
 fn axpy_rows_t<T: Elem>(w: &[T], cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
     let mut row = vec![0.0f32; cols];
     for (r, &c) in coeff.iter().enumerate() {
@@ -181,7 +102,7 @@ fn axpy_rows_t<T: Elem>(w: &[T], cols: usize, coeff: &[f32], y: &mut [f32], skip
     }
 }
 
-/// q8 rows: `y[j] += (c_r · scale_b) · q_j`, rows in order (see the module notes).
+/// q8 rows: `y[j] += (c_r · scale_b) · q_j`, rows in order (see the notes of `kernels::scalar`).
 fn axpy_rows_q8(data: &[i8], scales: &[f32], rows: usize, cols: usize, coeff: &[f32], y: &mut [f32], skip_zero: bool) {
     check_q8(data, scales, rows, cols);
     let nb = cols / Q8_BLOCK;
@@ -247,61 +168,6 @@ pub fn row_to_f32(w: Mat, r: usize, out: &mut [f32]) {
                 }
             }
         }
-    }
-}
-
-/// RMSNorm: out = x · rsqrt(mean(x²) + eps) · w. No mean subtraction, no bias.
-pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    assert_eq!(x.len(), w.len());
-    assert_eq!(x.len(), out.len());
-    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let inv = 1.0 / (ms + eps).sqrt();
-    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
-        *o = v * inv * g;
-    }
-}
-
-#[inline]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
-/// `x[i] = silu(x[i]) · scale` over a slice (an expert's activation times its router score).
-pub fn silu_scaled(x: &mut [f32], scale: f32) {
-    for v in x.iter_mut() {
-        *v = silu(*v) * scale;
-    }
-}
-
-/// In-place softmax; returns nothing, leaves a probability vector.
-pub fn softmax(x: &mut [f32]) {
-    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut s = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - m).exp();
-        s += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= s;
-    }
-}
-
-/// Rotary embedding tables: inverse frequencies `theta^(-2i/d)` for i < d/2, in f32 like the reference.
-pub fn rope_inv_freq(dim: usize, theta: f32) -> Vec<f32> {
-    (0..dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32)).collect()
-}
-
-/// Rotate-half (NeoX) RoPE on a contiguous slice of even length at position `pos`.
-pub fn rope_rotate_half(x: &mut [f32], inv_freq: &[f32], pos: usize) {
-    let half = x.len() / 2;
-    assert_eq!(inv_freq.len(), half);
-    for i in 0..half {
-        let angle = pos as f32 * inv_freq[i];
-        let (s, c) = angle.sin_cos();
-        let a = x[i];
-        let b = x[i + half];
-        x[i] = a * c - b * s;
-        x[i + half] = b * c + a * s;
     }
 }
 
@@ -376,39 +242,5 @@ mod tests {
         let mut row0 = vec![0.0; 64];
         row_to_f32(m.row_range(1, 2), 0, &mut row0);
         assert_eq!(row0, row);
-    }
-
-    #[test]
-    fn q8_quantizer_round_trips_within_half_a_step() {
-        use crate::weights::quantize_q8;
-        let w: Vec<f32> = (0..96).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).chain([0.0; 32]).collect();
-        let (q, s) = quantize_q8(&w).unwrap();
-        assert_eq!((q.len(), s.len()), (128, 4));
-        assert_eq!(s[3], 0.0);
-        assert!(q.iter().all(|&v| v != i8::MIN));
-        for (i, &v) in w.iter().enumerate() {
-            let d = s[i / 32] * q[i] as f32;
-            assert!((d - v).abs() <= 0.5 * s[i / 32] * 1.0001, "w[{i}] = {v} dequantizes to {d}");
-        }
-        // The block maximum maps to ±127 exactly.
-        let b0 = &w[..32];
-        let k = (0..32).max_by(|&a, &b| b0[a].abs().total_cmp(&b0[b].abs())).unwrap();
-        assert_eq!(q[k].abs(), 127);
-        assert!(quantize_q8(&w[..33]).is_none());
-        assert!(quantize_q8(&[f32::NAN; 32]).is_none());
-    }
-
-    #[test]
-    fn rmsnorm_and_rope_hand_values() {
-        let mut out = [0.0; 2];
-        rmsnorm(&[3.0, 4.0], &[1.0, 2.0], 0.0, &mut out);
-        let inv = 1.0 / (12.5f32).sqrt();
-        assert!((out[0] - 3.0 * inv).abs() < 1e-6 && (out[1] - 8.0 * inv).abs() < 1e-6);
-        let f = rope_inv_freq(4, 10000.0);
-        assert_eq!(f[0], 1.0);
-        assert!((f[1] - 0.01).abs() < 1e-7);
-        let mut x = [1.0, 0.0, 0.0, 0.0];
-        rope_rotate_half(&mut x, &f, 1);
-        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[2] - 1f32.sin()).abs() < 1e-6);
     }
 }
