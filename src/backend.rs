@@ -2,11 +2,13 @@
 //! (`cpu`), a GPU later. Its operations are whole decoder steps (embed, an attention block, an FFN
 //! block, the head), never single tensor ops, so a device backend records a layer's work without
 //! handing anything back to the host in between: activations stay in [`Backend::Acts`], the KV
-//! cache in [`Backend::Cache`], and only logits and the experts' bitmasks come back.
+//! cache in [`Backend::Cache`], and only logits (or a token id picked on the device) and the
+//! experts' bitmasks come back. Every step returns a `Result`: a device can be lost mid-forward.
 
 use crate::config::ModelConfig;
 use crate::experts::ExpertMasks;
 use crate::model::FfnMode;
+use crate::Result;
 
 /// One sequence's attention state. `len()` is the position of the next token.
 pub trait SeqCache {
@@ -25,22 +27,39 @@ pub trait SeqCache {
 }
 
 /// A model's weights on some device and the decoder steps over them. A span of `k` tokens runs
-/// `embed`, then per layer `attention` and `ffn`, then `advance` on the cache and `head`.
+/// `embed`, then per layer `attention` and `ffn`, then `advance` on the cache and `head` (or
+/// `head_greedy`).
 pub trait Backend {
     /// Hidden states of a span of tokens (`[k, hidden]`), with whatever scratch the steps reuse.
     type Acts;
     type Cache: SeqCache;
 
     fn config(&self) -> &ModelConfig;
-    fn new_cache(&self) -> Self::Cache;
+    fn new_cache(&self) -> Result<Self::Cache>;
     /// Scaled embeddings of `ids` (already range-checked).
-    fn embed(&self, ids: &[u32]) -> Self::Acts;
+    fn embed(&self, ids: &[u32]) -> Result<Self::Acts>;
     /// `h += Attn_l(RMSNorm(h)) · residual_scale` for the span at positions `cache.len()..`,
     /// appending its keys/values to layer `l` of the cache.
-    fn attention(&self, l: usize, cache: &mut Self::Cache, h: &mut Self::Acts);
+    fn attention(&self, l: usize, cache: &mut Self::Cache, h: &mut Self::Acts) -> Result<()>;
     /// `h += FFN_l(RMSNorm(h)) · residual_scale`; block FFNs set each token's active experts of
-    /// layer `l` in `experts` (token `t` of the span is token `t` of `experts`).
-    fn ffn(&self, l: usize, mode: FfnMode, h: &mut Self::Acts, experts: &mut ExpertMasks);
+    /// layer `l` in `experts` (token `t` of the span is token `t` of `experts`) — here or, on a
+    /// device, in `head` from the span's one readback.
+    fn ffn(&self, l: usize, mode: FfnMode, h: &mut Self::Acts, experts: &mut ExpertMasks) -> Result<()>;
     /// Final norm and LM head of the span's positions `from..`, one vocab-sized row each.
-    fn head(&self, h: &Self::Acts, from: usize) -> Vec<Vec<f32>>;
+    fn head(&self, h: &mut Self::Acts, from: usize, experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>>;
+    /// True when [`Backend::head_greedy`] runs on the device (no logits come back); the decoder
+    /// then uses it for greedy decoding.
+    fn greedy_on_device(&self) -> bool {
+        false
+    }
+    /// The last position's greedy token after the repetition `penalty` (1: none) over the ids of
+    /// `context` — [`crate::sampling::Sampler`]'s greedy rule. This default reads the logits back.
+    fn head_greedy(&self, h: &mut Self::Acts, penalty: f32, context: &[u32], experts: &mut ExpertMasks) -> Result<u32> {
+        let k = experts.tokens();
+        let mut rows = self.head(h, k.saturating_sub(1), experts)?;
+        let mut logits = rows.pop().unwrap_or_default();
+        crate::model::check_finite(std::slice::from_ref(&logits))?;
+        crate::sampling::apply_repetition_penalty(&mut logits, context, penalty);
+        Ok(crate::sampling::argmax(&logits) as u32)
+    }
 }

@@ -689,7 +689,7 @@ pub fn bench_spans(
         return Err(JsValue::from_str("benchSpans: needs 0 < prompt < ids.length and k > 0"));
     }
     let mode = if dense { FfnMode::Dense } else { FfnMode::Sparse };
-    let mut cache = model.new_cache();
+    let mut cache = model.new_cache().map_err(err)?;
     model.forward(&mut cache, &ids[..prompt], mode, Logits::Last).map_err(err)?;
     let mut active: Vec<Vec<Vec<u16>>> = Vec::new();
     let t0 = now_ms();

@@ -67,6 +67,8 @@ pub struct Stepper<C> {
     context: Vec<u32>,
     /// Logits for the next token; `None` before the prompt is run.
     logits: Option<Vec<f32>>,
+    /// The next token when the backend picked it on the device (greedy decoding on a GPU).
+    next: Option<u32>,
     max_new: usize,
     eos: Option<u32>,
     stop_ids: Vec<u32>,
@@ -86,7 +88,7 @@ impl<C: SeqCache> Stepper<C> {
         sampler: Sampler,
         opts: &GenerateOptions,
     ) -> Result<Self> {
-        let cache = model.new_cache();
+        let cache = model.new_cache()?;
         model.check_ids(&cache, prompt)?;
         let cfg = model.config();
         let mut stop_ids = opts.stop_ids.clone();
@@ -99,6 +101,7 @@ impl<C: SeqCache> Stepper<C> {
             prompt_len: prompt.len(),
             context: prompt.to_vec(),
             logits: None,
+            next: None,
             max_new: opts.max_new_tokens,
             eos,
             stop_ids,
@@ -118,6 +121,9 @@ impl<C: SeqCache> Stepper<C> {
         self.text.delta.clear();
         if self.finish.is_some() {
             return Ok(None);
+        }
+        if self.sampler.params().is_greedy() && model.greedy_on_device() {
+            return self.step_on_device(model, tok);
         }
         let mut logits = match self.logits.take() {
             Some(l) => l,
@@ -148,6 +154,40 @@ impl<C: SeqCache> Stepper<C> {
         let mut out = model.forward(&mut self.cache, &[id], self.mode, Logits::Last)?;
         self.record(&out.experts, 0);
         self.logits = Some(out.logits.pop().expect("forward returned the last logits"));
+        if self.text.update(tok, &self.new_ids, false)? {
+            self.finish = Some(FinishReason::Stop);
+        }
+        Ok(Some(id))
+    }
+
+    /// [`Stepper::step`] for greedy decoding on a device: the model picks each next token where
+    /// it computed it, and only the id and the experts come back. Same tokens as the host path.
+    fn step_on_device<B: Backend<Cache = C>>(&mut self, model: &Model<B>, tok: Option<&Tokenizer>) -> Result<Option<u32>> {
+        let penalty = self.sampler.params().penalty();
+        let id = match self.next.take() {
+            Some(id) => id,
+            None => model.forward_greedy(&mut self.cache, &self.context, self.mode, penalty, &self.context)?.0,
+        };
+        if self.new_ids.len() >= self.max_new {
+            return self.end(FinishReason::Length, tok);
+        }
+        if Some(id) == self.eos {
+            return self.end(FinishReason::Eos, tok);
+        }
+        if self.stop_ids.contains(&id) {
+            return self.end(FinishReason::Stop, tok);
+        }
+        self.new_ids.push(id);
+        self.context.push(id);
+        if self.cache.len() >= model.config().max_position_embeddings {
+            self.mask.clear();
+            self.finish = Some(FinishReason::Context);
+            self.text.update(tok, &self.new_ids, true)?;
+            return Ok(Some(id));
+        }
+        let (next, experts) = model.forward_greedy(&mut self.cache, &[id], self.mode, penalty, &self.context)?;
+        self.record(&experts, 0);
+        self.next = Some(next);
         if self.text.update(tok, &self.new_ids, false)? {
             self.finish = Some(FinishReason::Stop);
         }
@@ -188,6 +228,7 @@ impl<C: SeqCache> Stepper<C> {
             }
         }
         self.logits = Some(next_logits);
+        self.next = None;
         Ok(ids.len())
     }
 
@@ -239,7 +280,7 @@ impl<C: SeqCache> Stepper<C> {
     /// Positions the cache should hold: every token of the context except the newest, whose
     /// logits are pending (before the first step: none).
     pub fn position(&self) -> usize {
-        if self.logits.is_none() && self.new_ids.is_empty() {
+        if self.logits.is_none() && self.next.is_none() && self.new_ids.is_empty() {
             0
         } else {
             self.context.len()
@@ -383,7 +424,7 @@ pub fn evaluate_with_progress(
     }
     let max = model.config().max_position_embeddings;
     for seg in ids.chunks(max) {
-        model.check_ids(&model.new_cache(), seg)?;
+        model.check_ids(&model.new_cache()?, seg)?;
     }
     let segs: Vec<&[u32]> = ids.chunks(max).collect();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -410,7 +451,7 @@ pub fn evaluate_with_progress(
 
 /// Negative log-likelihood sum, predicted-token count and active sets of one segment.
 fn eval_segment(model: &Model, seg: &[u32], mode: FfnMode) -> Result<(f64, usize, ActiveSets)> {
-    let mut cache = model.new_cache();
+    let mut cache = model.new_cache()?;
     let out = model.forward(&mut cache, seg, mode, Logits::All)?;
     let mut nll = 0.0;
     for (logits, &next) in out.logits.iter().zip(&seg[1..]) {

@@ -39,6 +39,11 @@ impl SamplingParams {
         Ok(())
     }
 
+    /// The repetition penalty as a factor (1: none).
+    pub fn penalty(&self) -> f32 {
+        self.repetition_penalty.unwrap_or(1.0)
+    }
+
     pub fn is_greedy(&self) -> bool {
         self.temperature.is_none_or(|t| t == 0.0)
     }
@@ -56,20 +61,14 @@ impl Sampler {
         Ok(Sampler { params, rng })
     }
 
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
     /// Picks the next id from `logits` (modified in place); `context` is every id seen so far.
     pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> u32 {
         if let Some(r) = self.params.repetition_penalty {
-            if r != 1.0 {
-                let mut seen = vec![false; logits.len()];
-                for &id in context {
-                    let i = id as usize;
-                    if i < logits.len() && !seen[i] {
-                        seen[i] = true;
-                        let l = &mut logits[i];
-                        *l = if *l > 0.0 { *l / r } else { *l * r };
-                    }
-                }
-            }
+            apply_repetition_penalty(logits, context, r);
         }
         if self.params.is_greedy() {
             return argmax(logits) as u32;
@@ -109,6 +108,23 @@ impl Sampler {
             }
         }
         *idx.last().expect("at least one candidate")
+    }
+}
+
+/// The CTRL-style repetition penalty `r` on every id of `context` once: positive logits divided by
+/// `r`, negative ones multiplied. `r = 1` changes nothing.
+pub fn apply_repetition_penalty(logits: &mut [f32], context: &[u32], r: f32) {
+    if r == 1.0 {
+        return;
+    }
+    let mut seen = vec![false; logits.len()];
+    for &id in context {
+        let i = id as usize;
+        if i < logits.len() && !seen[i] {
+            seen[i] = true;
+            let l = &mut logits[i];
+            *l = if *l > 0.0 { *l / r } else { *l * r };
+        }
     }
 }
 

@@ -335,7 +335,7 @@ impl Engine {
 
     /// Logits of every position of `ids`, flattened `[positions × vocab]`.
     pub fn logits(&self, ids: &[u32], dense: bool) -> Result<Vec<f32>, JsValue> {
-        let mut cache = self.model.new_cache();
+        let mut cache = self.model.new_cache().map_err(js_err)?;
         let out = self.model.forward(&mut cache, ids, mode(dense), Logits::All).map_err(js_err)?;
         Ok(out.logits.concat())
     }

@@ -220,7 +220,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let pkg = model.load()?;
             let m = &pkg.model;
-            let mut cache = m.new_cache();
+            let mut cache = m.new_cache()?;
             let out = m.forward(&mut cache, &ids, model.mode(), Logits::All)?;
             let mut obj = serde_json::json!({ "logits": out.logits });
             if experts {

@@ -171,7 +171,7 @@ impl Backend for Cpu {
         &self.config
     }
 
-    fn new_cache(&self) -> KvCache {
+    fn new_cache(&self) -> Result<KvCache> {
         let layers = self
             .layers
             .iter()
@@ -180,22 +180,22 @@ impl Backend for Cpu {
                 AttnWeights::Gqa(_) => LayerCache::Gqa { k: Vec::new(), v: Vec::new() },
             })
             .collect();
-        KvCache { layers, len: 0 }
+        Ok(KvCache { layers, len: 0 })
     }
 
-    fn embed(&self, ids: &[u32]) -> CpuActs {
+    fn embed(&self, ids: &[u32]) -> Result<CpuActs> {
         let hsz = self.hidden();
         let mut h = vec![0.0; ids.len() * hsz];
         for (row, &id) in h.chunks_exact_mut(hsz).zip(ids) {
             row_to_f32(self.store.mat(&self.embed), id as usize, row);
             row.iter_mut().for_each(|v| *v *= self.config.scale_emb);
         }
-        CpuActs { x: vec![0.0; h.len()], y: vec![0.0; h.len()], h }
+        Ok(CpuActs { x: vec![0.0; h.len()], y: vec![0.0; h.len()], h })
     }
 
     /// Attention projections are matrix products over the span (`matmul`, bit-identical per token
     /// to `matvec`); attention over the cache goes token by token, in order.
-    fn attention(&self, l: usize, cache: &mut KvCache, a: &mut CpuActs) {
+    fn attention(&self, l: usize, cache: &mut KvCache, a: &mut CpuActs) -> Result<()> {
         let (cfg, hsz) = (&self.config, self.hidden());
         let layer = &self.layers[l];
         for (h, x) in a.h.chunks_exact(hsz).zip(a.x.chunks_exact_mut(hsz)) {
@@ -234,11 +234,12 @@ impl Backend for Cpu {
         }
         let s = cfg.residual_scale();
         a.h.iter_mut().zip(&a.y).for_each(|(h, y)| *h += y * s);
+        Ok(())
     }
 
     /// Sparse block FFNs run one token alone over its active experts and several with the chunk
     /// kernels over the union of theirs (each expert read once); dense mode computes every expert.
-    fn ffn(&self, l: usize, mode: FfnMode, a: &mut CpuActs, masks: &mut ExpertMasks) {
+    fn ffn(&self, l: usize, mode: FfnMode, a: &mut CpuActs, masks: &mut ExpertMasks) -> Result<()> {
         let (cfg, hsz) = (&self.config, self.hidden());
         let layer = &self.layers[l];
         for (h, x) in a.h.chunks_exact(hsz).zip(a.x.chunks_exact_mut(hsz)) {
@@ -268,16 +269,17 @@ impl Backend for Cpu {
         }
         let s = cfg.residual_scale();
         a.h.iter_mut().zip(&a.y).for_each(|(h, y)| *h += y * s);
+        Ok(())
     }
 
     /// One product for all requested positions.
-    fn head(&self, a: &CpuActs, from: usize) -> Vec<Vec<f32>> {
+    fn head(&self, a: &mut CpuActs, from: usize, _experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         let (hsz, vocab) = (cfg.hidden_size, cfg.vocab_size);
         let hs = &a.h[(from * hsz).min(a.h.len())..];
         let n = hs.len() / hsz;
         if n == 0 {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let mut xs = vec![0.0; n * hsz];
         let div = cfg.logit_divisor();
@@ -287,6 +289,6 @@ impl Backend for Cpu {
         }
         let mut logits = vec![0.0; n * vocab];
         matmul(self.store.mat(&self.lm_head), &xs, &mut logits);
-        logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect()
+        Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 }

@@ -97,7 +97,7 @@ impl<B: Backend> Model<B> {
         self.config().num_experts() > 0
     }
 
-    pub fn new_cache(&self) -> B::Cache {
+    pub fn new_cache(&self) -> Result<B::Cache> {
         self.backend.new_cache()
     }
 
@@ -137,7 +137,7 @@ impl<B: Backend> Model<B> {
                 Logits::Last if b + 1 < blocks => Logits::None,
                 l => l,
             };
-            let o = self.forward_span(cache, block, mode, want);
+            let o = self.forward_span(cache, block, mode, want)?;
             out.logits.extend(o.logits);
             out.experts.extend(&o.experts);
         }
@@ -151,36 +151,77 @@ impl<B: Backend> Model<B> {
     /// (bit-identical with the same kernels), same active sets.
     pub fn forward_chunk(&self, cache: &mut B::Cache, ids: &[u32], logits: Logits) -> Result<ForwardOut> {
         self.check_ids(cache, ids)?;
-        let out = self.forward_span(cache, ids, FfnMode::Sparse, logits);
+        let out = self.forward_span(cache, ids, FfnMode::Sparse, logits)?;
         check_finite(&out.logits)?;
         Ok(out)
     }
 
-    /// The k tokens of `ids` (already checked) layer by layer: all of them go through layer l
-    /// before layer l+1 (see [`Backend`] for what each step does).
-    fn forward_span(&self, cache: &mut B::Cache, ids: &[u32], mode: FfnMode, logits: Logits) -> ForwardOut {
+    /// Runs `ids` and picks the next token greedily (after the repetition `penalty` over
+    /// `context`, 1 for none) — on the device when the backend does that (only the id and the
+    /// experts come back), else from the logits on the host. Same token as greedy sampling of
+    /// [`Model::forward`]'s last logits.
+    pub fn forward_greedy(
+        &self,
+        cache: &mut B::Cache,
+        ids: &[u32],
+        mode: FfnMode,
+        penalty: f32,
+        context: &[u32],
+    ) -> Result<(u32, ExpertMasks)> {
+        self.check_ids(cache, ids)?;
+        let mut experts = ExpertMasks::default();
+        let blocks = ids.len().div_ceil(PREFILL_BLOCK);
+        for (b, block) in ids.chunks(PREFILL_BLOCK).enumerate() {
+            let (mut h, mut ex) = self.run_layers(cache, block, mode)?;
+            if b + 1 < blocks {
+                self.backend.head(&mut h, block.len(), &mut ex)?;
+                experts.extend(&ex);
+            } else {
+                let id = self.backend.head_greedy(&mut h, penalty, context, &mut ex)?;
+                experts.extend(&ex);
+                return Ok((id, experts));
+            }
+        }
+        unreachable!("check_ids rejects an empty span")
+    }
+
+    /// True when greedy decoding runs on the device ([`Model::forward_greedy`] reads back only ids).
+    pub fn greedy_on_device(&self) -> bool {
+        self.backend.greedy_on_device()
+    }
+
+    /// The k tokens of `ids` (already checked) through every layer: all of them go through layer
+    /// l before layer l+1 (see [`Backend`] for what each step does); the cache then holds them.
+    fn run_layers(&self, cache: &mut B::Cache, ids: &[u32], mode: FfnMode) -> Result<(B::Acts, ExpertMasks)> {
         let b = &self.backend;
         let cfg = b.config();
         let k = ids.len();
         let mut experts = ExpertMasks::new(k, cfg.num_hidden_layers, cfg.num_experts());
-        let mut h = b.embed(ids);
+        let mut h = b.embed(ids)?;
         for l in 0..cfg.num_hidden_layers {
-            b.attention(l, cache, &mut h);
-            b.ffn(l, mode, &mut h, &mut experts);
+            b.attention(l, cache, &mut h)?;
+            b.ffn(l, mode, &mut h, &mut experts)?;
         }
         cache.advance(k);
+        Ok((h, experts))
+    }
+
+    fn forward_span(&self, cache: &mut B::Cache, ids: &[u32], mode: FfnMode, logits: Logits) -> Result<ForwardOut> {
+        let k = ids.len();
+        let (mut h, mut experts) = self.run_layers(cache, ids, mode)?;
         let first = match logits {
             Logits::All => 0,
             Logits::Last => k.saturating_sub(1),
             Logits::None => k,
         };
-        ForwardOut { logits: b.head(&h, first), experts }
+        let logits = self.backend.head(&mut h, first, &mut experts)?;
+        Ok(ForwardOut { logits, experts })
     }
 }
 
 /// Logits must be numbers: NaN or infinity means weights or config values that overflow f32 (a
 /// damaged or forged package), and sampling from them would silently pick id 0.
-fn check_finite(logits: &[Vec<f32>]) -> Result<()> {
+pub(crate) fn check_finite(logits: &[Vec<f32>]) -> Result<()> {
     for (i, row) in logits.iter().enumerate() {
         if let Some(v) = row.iter().find(|v| !v.is_finite()) {
             return Err(Error::InvalidCheckpoint(format!(

@@ -1,8 +1,8 @@
-//! The residual update `h += y · s` on the GPU (`add_scaled.wgsl`).
+//! The residual update `h += y · s` on the GPU (`add_scaled.wgsl`), for the span's tokens.
 
 use crate::gpu::context::{bind, Gpu};
 
-use super::{dispatch, groups};
+use super::{groups, Cmd};
 
 const SOURCE: &str = include_str!("../shaders/add_scaled.wgsl");
 
@@ -15,18 +15,11 @@ impl AddScaled {
         AddScaled { pipeline: gpu.pipeline("add_scaled", SOURCE, "add_scaled") }
     }
 
-    /// Records `h[..n] += y[..n] · s`.
-    pub fn encode(
-        &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        n: usize,
-        s: f32,
-        y: &wgpu::Buffer,
-        h: &wgpu::Buffer,
-    ) {
+    /// `h[t][..n] += y[t][..n] · s` for every token of the span.
+    pub fn cmd(&self, gpu: &Gpu, n: usize, s: f32, y: &wgpu::Buffer, h: &wgpu::Buffer) -> Cmd {
         let params = gpu.uniform("add_scaled.params", &[n as u32, s.to_bits(), 0, 0]);
         let b = bind(gpu, &self.pipeline, &[&params, y, h]);
-        dispatch(enc, &self.pipeline, &b, groups(n, 256));
+        let gx = groups(n, 256);
+        Cmd::new(&self.pipeline, b, move |sp| [gx, sp.k as u32, 1])
     }
 }

@@ -1,12 +1,13 @@
-//! y = W x on the GPU (`matvec.wgsl`), the twin of `kernels::scalar::matvec`, for every weight
-//! dtype; one dispatch per row part of W (see `gpu::weights`). q8 quantizes x first, as the CPU does.
+//! y_t = W x_t on the GPU (`matvec.wgsl`) for the span's tokens, the twin of
+//! `kernels::scalar::matvec`, for every weight dtype; one dispatch per row part of W (see
+//! `gpu::weights`). q8 quantizes x first, as the CPU does.
 
-use crate::gpu::context::{bind, Gpu};
+use crate::gpu::context::{bind_at, Gpu};
 use crate::gpu::weights::{GpuDType, GpuMat};
 use crate::{Error, Result};
 
 use super::quantize_q8::{Q8Vector, QuantizeQ8};
-use super::{dispatch, dtype_index, groups, per_dtype, ELEMS_WGSL, ROWS_WGSL};
+use super::{dtype_index, groups, per_dtype, Cmd, Tokens, ELEMS_WGSL, ROWS_WGSL};
 
 const SOURCE: &str = include_str!("../shaders/matvec.wgsl");
 /// Rows per workgroup (`ROWS` in the shader).
@@ -25,34 +26,40 @@ impl Matvec {
         }
     }
 
-    /// Records `y[..w.rows] = W x[..w.cols]`. A q8 `w` needs `q8` scratch of `w.cols` values.
-    pub fn encode(
+    /// `y[t · y_stride ..][..w.rows] = W x[t · w.cols ..]` for the tokens `tokens` selects. A q8
+    /// `w` needs `q8` scratch for `w.cols` values per token (it is quantized first).
+    pub fn cmds(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
         w: &GpuMat,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
+        y_stride: usize,
+        tokens: Tokens,
         q8: Option<&Q8Vector>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Cmd>> {
+        let mut out = Vec::new();
         if w.dtype == GpuDType::Q8 {
             let qx = q8.filter(|v| v.n == w.cols).ok_or_else(|| {
                 Error::InvalidInput(format!("matvec: a q8 matrix needs q8 scratch of {} values", w.cols))
             })?;
-            self.quantize.encode(gpu, enc, x, qx);
+            out.push(self.quantize.cmd(gpu, x, qx, tokens));
         }
         let pipeline = &self.pipelines[dtype_index(w.dtype)];
-        for part in &w.parts {
-            if part.rows == 0 {
-                continue;
-            }
-            let params = gpu.uniform("matvec.params", &[part.rows as u32, w.cols as u32, part.row0 as u32, 0]);
+        for part in w.parts.iter().filter(|p| p.rows > 0) {
+            let params =
+                gpu.uniform("matvec.params", &[part.rows as u32, w.cols as u32, part.row0 as u32, y_stride as u32]);
             let b = match (&part.scales, q8) {
-                (Some(s), Some(qx)) => bind(gpu, pipeline, &[&params, &part.data, x, y, s, &qx.q, &qx.scales]),
-                _ => bind(gpu, pipeline, &[&params, &part.data, x, y]),
+                (Some(s), Some(qx)) => bind_at(
+                    gpu,
+                    pipeline,
+                    &[(0, &params), (1, &part.data), (2, x), (3, y), (4, s), (5, &qx.q), (6, &qx.scales)],
+                ),
+                _ => bind_at(gpu, pipeline, &[(0, &params), (1, &part.data), (2, x), (3, y)]),
             };
-            dispatch(enc, pipeline, &b, groups(part.rows, ROWS));
+            let gx = groups(part.rows, ROWS);
+            out.push(Cmd::new(pipeline, b, move |s| [gx, tokens.count(s), 1]));
         }
-        Ok(())
+        Ok(out)
     }
 }

@@ -1,12 +1,12 @@
-//! `q_abs,h = W_kb,hᵀ q_nope,h` on the GPU (`mla_absorb.wgsl`), the twin of
+//! `q_abs,h = W_kb,hᵀ q_nope,h` on the GPU (`mla_absorb.wgsl`) for the span's tokens, the twin of
 //! `kernels::scalar::axpy_rows` over each head's key rows of kv_b.
 
-use crate::gpu::context::{bind, Gpu};
+use crate::gpu::context::{bind_at, Gpu};
 use crate::gpu::weights::GpuMat;
 use crate::{Error, Result};
 
 use super::attn_scores::MlaShape;
-use super::{dispatch_2d, dtype_index, groups, per_dtype, ELEMS_WGSL};
+use super::{dtype_index, groups, per_dtype, Cmd, ELEMS_WGSL};
 
 const SOURCE: &str = include_str!("../shaders/mla_absorb.wgsl");
 
@@ -19,16 +19,8 @@ impl MlaAbsorb {
         MlaAbsorb { pipelines: per_dtype(gpu, "mla_absorb", &[ELEMS_WGSL, SOURCE], "mla_absorb") }
     }
 
-    /// Records `q_abs[h] = kv_b[h's nope rows]ᵀ q[h, ..nope]` for every head.
-    pub fn encode(
-        &self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        kv_b: &GpuMat,
-        d: MlaShape,
-        q: &wgpu::Buffer,
-        q_abs: &wgpu::Buffer,
-    ) -> Result<()> {
+    /// `q_abs[t, h] = kv_b[h's nope rows]ᵀ q[t, h, ..nope]` for every head and token.
+    pub fn cmd(&self, gpu: &Gpu, kv_b: &GpuMat, d: MlaShape, q: &wgpu::Buffer, q_abs: &wgpu::Buffer) -> Result<Cmd> {
         let [part] = &kv_b.parts[..] else {
             return Err(Error::Unsupported("mla_absorb: kv_b must fit one buffer".into()));
         };
@@ -39,10 +31,10 @@ impl MlaAbsorb {
         );
         let pipeline = &self.pipelines[dtype_index(kv_b.dtype)];
         let b = match &part.scales {
-            Some(s) => bind(gpu, pipeline, &[&params, &part.data, q, q_abs, s]),
-            None => bind(gpu, pipeline, &[&params, &part.data, q, q_abs]),
+            Some(s) => bind_at(gpu, pipeline, &[(0, &params), (1, &part.data), (2, q), (3, q_abs), (4, s)]),
+            None => bind_at(gpu, pipeline, &[(0, &params), (1, &part.data), (2, q), (3, q_abs)]),
         };
-        dispatch_2d(enc, pipeline, &b, groups(d.r, 64), d.heads as u32);
-        Ok(())
+        let (gx, heads) = (groups(d.r, 64), d.heads as u32);
+        Ok(Cmd::new(pipeline, b, move |s| [gx, heads, s.k as u32]))
     }
 }

@@ -1,13 +1,14 @@
-//! q8 quantization of an activation vector on the GPU (`quantize_q8.wgsl`), the twin of
-//! `tensor::quantize_q8`: what the q8 matvec multiplies the weights' int8 with.
+//! q8 quantization of activation vectors on the GPU (`quantize_q8.wgsl`), the twin of
+//! `tensor::quantize_q8`: what the q8 kernels multiply the weights' int8 with.
 
 use crate::gpu::context::{bind, Gpu};
 
-use super::{dispatch, groups};
+use super::{groups, Cmd, Tokens};
 
 const SOURCE: &str = include_str!("../shaders/quantize_q8.wgsl");
 
-/// Where a quantized vector of `n` values lives: `n / 4` words of int8 and `n / 32` scales.
+/// Where quantized vectors of `n` values (one per token, up to `tokens`) live: `n / 4` words of
+/// int8 and `n / 32` scales each.
 pub struct Q8Vector {
     pub n: usize,
     pub q: wgpu::Buffer,
@@ -15,8 +16,8 @@ pub struct Q8Vector {
 }
 
 impl Q8Vector {
-    pub fn new(gpu: &Gpu, n: usize) -> Q8Vector {
-        Q8Vector { n, q: gpu.storage_f32("qx", n / 4), scales: gpu.storage_f32("sx", n / 32) }
+    pub fn new(gpu: &Gpu, n: usize, tokens: usize) -> Q8Vector {
+        Q8Vector { n, q: gpu.storage_f32("qx", tokens * n / 4), scales: gpu.storage_f32("sx", tokens * n / 32) }
     }
 }
 
@@ -29,10 +30,11 @@ impl QuantizeQ8 {
         QuantizeQ8 { pipeline: gpu.pipeline("quantize_q8", SOURCE, "quantize_q8") }
     }
 
-    /// Records `out = quantize(x)` for the first `out.n` values of `x` (`out.n` a multiple of 32).
-    pub fn encode(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, out: &Q8Vector) {
+    /// `out[t] = quantize(x[t · out.n ..][..out.n])` per token (`out.n` a multiple of 32).
+    pub fn cmd(&self, gpu: &Gpu, x: &wgpu::Buffer, out: &Q8Vector, tokens: Tokens) -> Cmd {
         let params = gpu.uniform("quantize_q8.params", &[out.n as u32, 0, 0, 0]);
         let b = bind(gpu, &self.pipeline, &[&params, x, &out.q, &out.scales]);
-        dispatch(enc, &self.pipeline, &b, groups(out.n / 32, 64));
+        let gx = groups(out.n / 32, 64);
+        Cmd::new(&self.pipeline, b, move |s| [gx, tokens.count(s), 1])
     }
 }

@@ -1,4 +1,5 @@
-// h += y · s over n values: the residual update of every block (cpu::Cpu::attention / ffn).
+// h += y · s over n values per token (workgroup y: the span's tokens): the residual update of every
+// block (cpu::Cpu::attention / ffn).
 
 struct Params {
     n: u32,
@@ -13,8 +14,8 @@ struct Params {
 
 @compute @workgroup_size(256)
 fn add_scaled(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
-    if (i < p.n) {
+    if (gid.x < p.n) {
+        let i = gid.y * p.n + gid.x;
         h[i] += y[i] * p.s;
     }
 }

@@ -7,7 +7,7 @@ struct Params {
     cols: u32, // H
     de: u32,
     k: u32,    // tokens
-    _pad: u32,
+    dense: u32, // 1: zero coefficients are not skipped (dense mode: every row is read)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,7 +31,7 @@ fn down_f32(t: u32, i: u32) {
         let e = union_ids[1u + j];
         for (var r = 0u; r < p.de; r++) {
             let c = coeff(t, j, r);
-            if (c != 0.0) {
+            if (c != 0.0 || p.dense == 1u) {
                 acc += c * bitcast<f32>(w[(e * p.de + r) * p.cols + i]);
             }
         }
@@ -46,7 +46,7 @@ fn down_f16(t: u32, i: u32) {
         let e = union_ids[1u + j];
         for (var r = 0u; r < p.de; r++) {
             let c = coeff(t, j, r);
-            if (c != 0.0) {
+            if (c != 0.0 || p.dense == 1u) {
                 acc += c * unpack2x16float(w[(e * p.de + r) * words + i]);
             }
         }
@@ -62,7 +62,7 @@ fn down_bf16(t: u32, i: u32) {
         let e = union_ids[1u + j];
         for (var r = 0u; r < p.de; r++) {
             let c = coeff(t, j, r);
-            if (c != 0.0) {
+            if (c != 0.0 || p.dense == 1u) {
                 let v = w[(e * p.de + r) * words + i];
                 acc += c * vec2<f32>(bitcast<f32>(v << 16u), bitcast<f32>(v & 0xffff0000u));
             }
@@ -81,7 +81,7 @@ fn down_q8(t: u32, i: u32) {
         let e = union_ids[1u + j];
         for (var r = 0u; r < p.de; r++) {
             let c = coeff(t, j, r);
-            if (c != 0.0) {
+            if (c != 0.0 || p.dense == 1u) {
                 let row = e * p.de + r;
                 let cs = c * wscale[row * nb + (4u * i) / 32u];
                 let v = w[row * words + i];

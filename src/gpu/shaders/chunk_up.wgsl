@@ -3,12 +3,13 @@
 // route.wgsl (union[0] = count, then the ids). Fixed grid: x covers every possible slot
 // (ne · de / ROWS workgroups), y the tokens; a workgroup whose slot is beyond the count returns at
 // once (workgroup-uniform: no indirect dispatch, nothing read back). Row dot products: rows.wgsl.
+// Dense mode runs the same kernel over the list of all experts with `dense` set.
 
 struct Params {
     cols: u32, // H
     de: u32,   // rows per expert (a multiple of ROWS)
     ne: u32,
-    _pad: u32,
+    dense: u32, // 1: every listed expert is computed for every token, also at score 0 (dense mode)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,7 +35,7 @@ fn chunk_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     let score = scores[t * p.ne + e];
     let r0 = (wid.x % tiles) * ROWS;
     let out = (t * nu + j) * p.de + r0;
-    if (score == 0.0) {
+    if (score == 0.0 && p.dense == 0u) {
         // A token that did not pick e gets exact zeros (no dot products), as on the CPU.
         if (lid < ROWS) {
             u[out + lid] = 0.0;

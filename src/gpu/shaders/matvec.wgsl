@@ -1,13 +1,14 @@
-// y = W x for one part of a row-major W (rows row0 .. row0 + rows): the twin of
-// kernels::scalar::matvec. One workgroup computes ROWS consecutive rows; each of its WG threads
-// accumulates a strided share of every row (rows.wgsl, prepended), then a shared-memory tree adds
-// the shares.
+// y_t = W x_t for one part of a row-major W (rows row0 .. row0 + rows) and every token t of the
+// span (workgroup y): the twin of kernels::scalar::matvec. One workgroup computes ROWS consecutive
+// rows of one token; each of its WG threads accumulates a strided share of every row (rows.wgsl,
+// prepended), then a shared-memory tree adds the shares. Token t reads x at t · cols and writes y
+// at t · y_stride.
 
 struct Params {
     rows: u32, // rows in this part
     cols: u32,
     row0: u32, // first row of this part in y
-    _pad: u32,
+    y_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -20,17 +21,18 @@ struct Params {
 
 @compute @workgroup_size(256)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    prologue_DT(p.cols, 0u, lid);
+    let xoff = wid.y * p.cols;
+    prologue_DT(p.cols, xoff, lid);
     let first = wid.x * ROWS;
     for (var r = 0u; r < ROWS; r++) {
         var acc = 0.0;
         if (first + r < p.rows) {
-            acc = partial_DT(first + r, p.cols, 0u, lid);
+            acc = partial_DT(first + r, p.cols, xoff, lid);
         }
         partial[r * WG + lid] = acc;
     }
     reduce_rows(lid);
     if (lid < ROWS && first + lid < p.rows) {
-        y[p.row0 + first + lid] = partial[lid * WG];
+        y[wid.y * p.y_stride + p.row0 + first + lid] = partial[lid * WG];
     }
 }

@@ -1,11 +1,11 @@
-// The input vector quantized like q8 weights, per block of 32 — the twin of
+// Input vectors (one per token: workgroup y) quantized like q8 weights, per block of 32 — the twin of
 // tensor::quantize_q8: scale = max|x| / 127, q = round(x / scale) half away from zero, clamped to
 // ±127, an all-zero block scale 0. One thread per block. A block with a non-finite value gets
 // scale −1 (scales are ≥ 0 otherwise): the q8 matvec then takes the exact path for the whole
 // vector, as the CPU does when quantize_q8 returns None.
 
 struct Params {
-    n: u32, // values; a multiple of 32
+    n: u32, // values per token; a multiple of 32
     _a: u32,
     _b: u32,
     _c: u32,
@@ -32,10 +32,10 @@ fn round_away(v: f32) -> f32 {
 
 @compute @workgroup_size(64)
 fn quantize_q8(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let b = gid.x;
-    if (b >= p.n / 32u) {
+    if (gid.x >= p.n / 32u) {
         return;
     }
+    let b = gid.y * (p.n / 32u) + gid.x;
     var m = 0.0;
     var finite = true;
     for (var j = 0u; j < 32u; j++) {

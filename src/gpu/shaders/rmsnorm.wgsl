@@ -1,12 +1,18 @@
-// RMSNorm of one vector: out = x · 1/sqrt(mean(x²) + eps) · w — the twin of
-// kernels::scalar::rmsnorm. One workgroup: a strided sum of squares, a shared-memory tree, then
-// every thread scales its share.
+// RMSNorm of rows: out_i = x_i · 1/sqrt(mean(x_i²) + eps) · w / div — the twin of
+// kernels::scalar::rmsnorm (then ÷ div, as the LM head's input is; div = 1 elsewhere). One
+// workgroup per row: a strided sum of squares, a shared-memory tree, then every thread scales its
+// share. Row r of the dispatch reads input row r (+ step.head_from when `from_head` is set, the
+// final norm of the logits' positions) at `in_stride`, writes output row r at `out_stride`.
 
 const WG: u32 = 256u;
 
 struct Params {
     n: u32,
     eps: f32,
+    in_stride: u32,
+    out_stride: u32,
+    div: f32,
+    from_head: u32,
     _a: u32,
     _b: u32,
 }
@@ -19,10 +25,13 @@ struct Params {
 var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
-fn rmsnorm(@builtin(local_invocation_index) lid: u32) {
+fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + select(0u, step.head_from, p.from_head == 1u);
+    let xo = row * p.in_stride;
+    let oo = wid.x * p.out_stride;
     var acc = 0.0;
     for (var i = lid; i < p.n; i += WG) {
-        acc += x[i] * x[i];
+        acc += x[xo + i] * x[xo + i];
     }
     partial[lid] = acc;
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
@@ -34,6 +43,6 @@ fn rmsnorm(@builtin(local_invocation_index) lid: u32) {
     workgroupBarrier();
     let inv = 1.0 / sqrt(partial[0] / f32(p.n) + p.eps);
     for (var i = lid; i < p.n; i += WG) {
-        out[i] = x[i] * inv * w[i];
+        out[oo + i] = x[xo + i] * inv * w[i] / p.div;
     }
 }

@@ -1,13 +1,15 @@
-// In-place softmax of `rows` vectors of n values (row i at i · n) — the twin of
-// kernels::scalar::softmax: subtract the maximum, exponentiate, divide by the sum. One workgroup
-// per row, shared-memory trees for the max and the sum.
+// In-place softmax of rows — the twin of kernels::scalar::softmax: subtract the maximum,
+// exponentiate, divide by the sum. One workgroup per row, shared-memory trees for the max and the
+// sum. Plain rows (causal = 0): row i is n values at i · n. Attention rows (causal = 1): the
+// `[k, heads, step.t_len]` scores, row i belonging to query token i / heads, which sees
+// step.pos0 + i / heads + 1 positions.
 
 const WG: u32 = 256u;
 
 struct Params {
     n: u32,
-    _a: u32,
-    _b: u32,
+    heads: u32,
+    causal: u32,
     _c: u32,
 }
 
@@ -18,9 +20,14 @@ var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let o = wid.x * p.n;
+    var o = wid.x * p.n;
+    var n = p.n;
+    if (p.causal == 1u) {
+        o = wid.x * step.t_len;
+        n = step.pos0 + wid.x / p.heads + 1u;
+    }
     var m = -3.40282347e38;
-    for (var i = lid; i < p.n; i += WG) {
+    for (var i = lid; i < n; i += WG) {
         m = max(m, x[o + i]);
     }
     partial[lid] = m;
@@ -34,7 +41,7 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let mx = partial[0];
     workgroupBarrier();
     var acc = 0.0;
-    for (var i = lid; i < p.n; i += WG) {
+    for (var i = lid; i < n; i += WG) {
         let e = exp(x[o + i] - mx);
         x[o + i] = e;
         acc += e;
@@ -48,7 +55,7 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     }
     workgroupBarrier();
     let total = partial[0];
-    for (var i = lid; i < p.n; i += WG) {
+    for (var i = lid; i < n; i += WG) {
         x[o + i] = x[o + i] / total;
     }
 }
