@@ -88,6 +88,11 @@ impl ExpertMasks {
         &mut self.bits[i..i + self.words]
     }
 
+    /// All bits, `[tokens][layers][words]`: where a device's readback of the masks goes.
+    pub fn bits_mut(&mut self) -> &mut [u32] {
+        &mut self.bits
+    }
+
     /// The OR of layer `l` over all tokens: the experts a span reads.
     pub fn union(&self, l: usize) -> Vec<u32> {
         let mut u = vec![0u32; self.words];

@@ -408,13 +408,13 @@ pub struct EvalReport {
 
 /// Perplexity and sparsity of `ids` (one document; BOS already first). Ids are split into segments
 /// of at most the model's context, each run from an empty cache.
-pub fn evaluate(model: &Model, ids: &[u32], mode: FfnMode) -> Result<EvalReport> {
+pub fn evaluate<B: Backend + Sync>(model: &Model<B>, ids: &[u32], mode: FfnMode) -> Result<EvalReport> {
     evaluate_with_progress(model, ids, mode, |_| {})
 }
 
 /// [`evaluate`], calling `progress(tokens_done)` as segments finish (from any thread).
-pub fn evaluate_with_progress(
-    model: &Model,
+pub fn evaluate_with_progress<B: Backend + Sync>(
+    model: &Model<B>,
     ids: &[u32],
     mode: FfnMode,
     progress: impl Fn(usize) + Sync,
@@ -450,7 +450,7 @@ pub fn evaluate_with_progress(
 }
 
 /// Negative log-likelihood sum, predicted-token count and active sets of one segment.
-fn eval_segment(model: &Model, seg: &[u32], mode: FfnMode) -> Result<(f64, usize, ActiveSets)> {
+fn eval_segment<B: Backend>(model: &Model<B>, seg: &[u32], mode: FfnMode) -> Result<(f64, usize, ActiveSets)> {
     let mut cache = model.new_cache()?;
     let out = model.forward(&mut cache, seg, mode, Logits::All)?;
     let mut nll = 0.0;

@@ -180,3 +180,34 @@ pub fn tensor_table(cfg: &ModelConfig) -> Vec<TensorEntry> {
     }
     t
 }
+
+/// Every tensor of a store by its role, checked against the config: each tensor the table implies
+/// is present with its exact shape (f32 where it is kept f32) and there is nothing else. The one
+/// validation every backend builds its weights from.
+pub struct RoleMap(std::collections::HashMap<Role, crate::weights::TensorInfo>);
+
+impl RoleMap {
+    pub fn new(cfg: &ModelConfig, store: &crate::weights::WeightStore) -> crate::Result<RoleMap> {
+        let mut by_role = std::collections::HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        for e in tensor_table(cfg) {
+            let dtype = if e.keep_f32 { Some(crate::tensor::DType::F32) } else { None };
+            by_role.insert(e.role, store.expect(&e.rt_name, &e.rt_shape, dtype)?);
+            names.insert(e.rt_name);
+        }
+        if let Some(extra) = store.names().find(|n| !names.contains(*n)) {
+            return Err(crate::Error::InvalidCheckpoint(format!(
+                "model.safetensors has tensor `{extra}` that the config does not use"
+            )));
+        }
+        Ok(RoleMap(by_role))
+    }
+
+    /// The tensor of `part` (of `layer`, or global for `None`). Every role a backend asks for is
+    /// one the table has for its config; a miss would be a bug, reported as an error, not a panic.
+    pub fn get(&self, layer: Option<usize>, part: Part) -> crate::Result<crate::weights::TensorInfo> {
+        self.0.get(&Role { layer, part }).cloned().ok_or_else(|| {
+            crate::Error::InvalidCheckpoint(format!("no {part:?} tensor for layer {layer:?} in the layout table"))
+        })
+    }
+}

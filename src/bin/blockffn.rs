@@ -110,6 +110,43 @@ struct ModelArgs {
     /// Compute every expert instead of only the active ones (same result, for comparison).
     #[arg(long)]
     dense: bool,
+    /// Where the model runs: `cpu` (SIMD kernels) or `gpu` (wgpu: Vulkan, Metal or DX12; needs a
+    /// build with the `gpu` feature). Same JSON output either way.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
+    backend: String,
+}
+
+/// Runs `$body` with `$m` bound to the package's model on the backend `$args` chose (the CPU
+/// model's weights move to the GPU; nothing is copied twice).
+macro_rules! on_backend {
+    ($args:expr, $pkg:expr, $m:ident => $body:expr) => {{
+        match $args.backend.as_str() {
+            #[cfg(feature = "gpu")]
+            "gpu" => {
+                let $m = &gpu_model($pkg.model)?;
+                $body
+            }
+            #[cfg(not(feature = "gpu"))]
+            "gpu" => {
+                drop($pkg);
+                return Err(Error::Unsupported(
+                    "this blockffn was built without the GPU backend; rebuild with `--features cli,gpu`".into(),
+                ));
+            }
+            _ => {
+                let $m = &$pkg.model;
+                $body
+            }
+        }
+    }};
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_model(m: blockffn::model::Model) -> Result<blockffn::model::Model<blockffn::gpu::GpuBackend>> {
+    let gpu = blockffn::gpu::Gpu::new_blocking()?;
+    eprintln!("GPU: {} ({:?})", gpu.info.name, gpu.info.backend);
+    let (config, store) = m.into_parts();
+    Ok(blockffn::model::Model::with_backend(blockffn::gpu::GpuBackend::new(gpu, config, store)?))
 }
 
 impl ModelArgs {
@@ -219,12 +256,12 @@ fn run(cli: Cli) -> Result<()> {
                 (None, None) => unreachable!("clap requires --ids or --ids-file"),
             };
             let pkg = model.load()?;
-            let m = &pkg.model;
-            let mut cache = m.new_cache()?;
-            let out = m.forward(&mut cache, &ids, model.mode(), Logits::All)?;
+            let (out, layers) = on_backend!(model, pkg, m => {
+                let mut cache = m.new_cache()?;
+                (m.forward(&mut cache, &ids, model.mode(), Logits::All)?, m.config().num_hidden_layers)
+            });
             let mut obj = serde_json::json!({ "logits": out.logits });
             if experts {
-                let layers = m.config().num_hidden_layers;
                 let active = out.active();
                 let per_layer: Vec<Vec<&Vec<u16>>> =
                     (0..layers).map(|l| active.iter().map(|pos| &pos[l]).collect()).collect();
@@ -284,14 +321,16 @@ fn run(cli: Cli) -> Result<()> {
                 stop_strings: stop.clone(),
             };
             let mut shown = 0usize;
-            let (new_ids, _reason, text) = generate(&pkg.model, tok.as_ref(), &prompt_ids, sampler, &opts, |ev| {
-                if !json && !ev.text.is_empty() {
-                    let _ = write!(stdout, "{}", ev.text);
-                    let _ = stdout.flush();
-                    shown += ev.text.len();
-                }
-                true
-            })?;
+            let (new_ids, _reason, text) = on_backend!(model, pkg, m => {
+                generate(m, tok.as_ref(), &prompt_ids, sampler, &opts, |ev| {
+                    if !json && !ev.text.is_empty() {
+                        let _ = write!(stdout, "{}", ev.text);
+                        let _ = stdout.flush();
+                        shown += ev.text.len();
+                    }
+                    true
+                })?
+            });
             if json {
                 // Without stop strings the text is the whole decode, as it always was.
                 let text = match &tok {
@@ -317,7 +356,9 @@ fn run(cli: Cli) -> Result<()> {
                 ids.truncate(n);
             }
             let bar = progress_bar(ids.len() as u64, "tokens");
-            let r = evaluate_with_progress(&pkg.model, &ids, model.mode(), |done| bar.set_position(done as u64))?;
+            let r = on_backend!(model, pkg, m => {
+                evaluate_with_progress(m, &ids, model.mode(), |done| bar.set_position(done as u64))?
+            });
             bar.finish_and_clear();
             if json {
                 writeln!(stdout, "{}", serde_json::to_string(&r).expect("serializable")).map_err(out_err)?;

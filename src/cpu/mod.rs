@@ -9,19 +9,17 @@ mod mla;
 
 pub use cache::KvCache;
 
-use std::collections::HashMap;
-
 use cache::LayerCache;
 
 use crate::backend::Backend;
 use crate::config::{Attention, Ffn, ModelConfig, Router, RouterNorm};
 use crate::experts::{self, ExpertMasks};
 use crate::kernels::{matmul, rmsnorm, rope_inv_freq, row_to_f32};
-use crate::layout::{tensor_table, Part, Role};
+use crate::layout::{tensor_table, Part, RoleMap};
 use crate::model::FfnMode;
 use crate::tensor::DType;
 use crate::weights::{TensorInfo, WeightStore};
-use crate::{Error, Result};
+use crate::Result;
 
 use block_ffn::{BlockFfnParams, BlockFfnWeights};
 use dense_ffn::DenseFfnWeights;
@@ -66,25 +64,8 @@ impl Cpu {
     /// Checks that every tensor the config implies is present with its exact shape and that
     /// there is nothing else, then picks each layer's weights by role.
     pub fn new(config: ModelConfig, store: WeightStore) -> Result<Self> {
-        let mut by_role: HashMap<Role, TensorInfo> = HashMap::new();
-        let mut names = std::collections::HashSet::new();
-        for e in tensor_table(&config) {
-            let dtype = if e.keep_f32 { Some(DType::F32) } else { None };
-            by_role.insert(e.role, store.expect(&e.rt_name, &e.rt_shape, dtype)?);
-            names.insert(e.rt_name);
-        }
-        if let Some(extra) = store.names().find(|n| !names.contains(*n)) {
-            return Err(Error::InvalidCheckpoint(format!(
-                "model.safetensors has tensor `{extra}` that the config does not use"
-            )));
-        }
-        // Every role asked for below is one the table has for this config; a miss would be a bug
-        // here, reported as an error rather than a panic.
-        let t = |layer: Option<usize>, part: Part| {
-            by_role.get(&Role { layer, part }).cloned().ok_or_else(|| {
-                Error::InvalidCheckpoint(format!("no {part:?} tensor for layer {layer:?} in the layout table"))
-            })
-        };
+        let roles = RoleMap::new(&config, &store)?;
+        let t = |layer: Option<usize>, part: Part| roles.get(layer, part);
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let l = Some(i);
@@ -156,6 +137,11 @@ impl Cpu {
     /// Bytes of weights held (the runtime file size).
     pub fn weight_bytes(&self) -> usize {
         self.store.total_bytes()
+    }
+
+    /// The config and the weights, checked, for another backend to take over (no copy).
+    pub fn into_parts(self) -> (ModelConfig, WeightStore) {
+        (self.config, self.store)
     }
 
     fn hidden(&self) -> usize {

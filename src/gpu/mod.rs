@@ -15,9 +15,11 @@
 //! (mla_out). Next: the GPU `Backend` that chains them with the KV cache on the device, sampling
 //! on the device, and one submission per token.
 
+pub mod backend;
 pub mod context;
 pub mod ops;
 pub mod weights;
 
+pub use backend::{GpuBackend, GpuCache};
 pub use context::Gpu;
 pub use weights::GpuMat;

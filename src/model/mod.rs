@@ -77,6 +77,11 @@ impl Model<Cpu> {
     pub fn weight_bytes(&self) -> usize {
         self.backend.weight_bytes()
     }
+
+    /// The checked config and weights, for a device backend to upload (no copy).
+    pub fn into_parts(self) -> (ModelConfig, WeightStore) {
+        self.backend.into_parts()
+    }
 }
 
 impl<B: Backend> Model<B> {

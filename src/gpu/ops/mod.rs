@@ -170,15 +170,16 @@ impl Cmd {
         Cmd { pipeline: pipeline.clone(), bind, grid: Box::new(grid) }
     }
 
-    /// Records the dispatch (nothing when the span gives it no work).
-    pub fn record(&self, pass: &mut wgpu::ComputePass, s: &Span) {
+    /// Records the dispatch (nothing when the span gives it no work); true when it did.
+    pub fn record(&self, pass: &mut wgpu::ComputePass, s: &Span) -> bool {
         let [x, y, z] = (self.grid)(s);
         if x == 0 || y == 0 || z == 0 {
-            return;
+            return false;
         }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind, &[]);
         pass.dispatch_workgroups(x, y, z);
+        true
     }
 }
 
