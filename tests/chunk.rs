@@ -20,7 +20,7 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 
 /// Runs `ids` through `forward_chunk` in spans of `size` on one cache; all logits and active sets.
 fn chunked(m: &Model, ids: &[u32], size: usize) -> (Vec<Vec<f32>>, Vec<Vec<Vec<u16>>>) {
-    let mut cache = m.new_cache();
+    let mut cache = m.new_cache().unwrap();
     let (mut logits, mut active) = (Vec::new(), Vec::new());
     for span in ids.chunks(size) {
         let out = m.forward_chunk(&mut cache, span, Logits::All).unwrap();
@@ -46,7 +46,7 @@ fn chunked_forward_equals_per_token_sparse_and_reference() {
         let ids = ids_of(name);
         let pkg = load_dir(&convert(name, "f32")).unwrap();
         let m = &pkg.model;
-        let mut cache = m.new_cache();
+        let mut cache = m.new_cache().unwrap();
         let sparse = m.forward(&mut cache, &ids, FfnMode::Sparse, Logits::All).unwrap();
         let reference: Vec<Vec<f32>> =
             floats(&exp["logits"]).iter().map(|r| r.iter().map(|&v| v as f32).collect()).collect();
@@ -80,16 +80,16 @@ fn cache_continues_after_a_chunked_span() {
         let m = &pkg.model;
         let split = ids.len() - 2;
         // Chunk prefix, then per-token sparse for the rest, vs per-token throughout.
-        let mut a = m.new_cache();
+        let mut a = m.new_cache().unwrap();
         m.forward_chunk(&mut a, &ids[..split], Logits::None).unwrap();
         let next = m.forward(&mut a, &ids[split..], FfnMode::Sparse, Logits::All).unwrap().logits;
-        let mut b = m.new_cache();
+        let mut b = m.new_cache().unwrap();
         let want = m.forward(&mut b, &ids, FfnMode::Sparse, Logits::All).unwrap().logits;
         let d = max_diff(&next, &want[split..]);
         println!("{name}: next-token logits after a chunked prefix differ by {d:.3e}");
         assert!(d <= 1e-5, "{name}: continuation after a chunked span differs by {d}");
         // Logits::Last returns exactly the last position.
-        let mut c = m.new_cache();
+        let mut c = m.new_cache().unwrap();
         let last = m.forward_chunk(&mut c, &ids, Logits::Last).unwrap().logits;
         assert_eq!(last.len(), 1);
         assert!(max_diff(&last, &want[ids.len() - 1..]) <= 1e-5);
@@ -103,7 +103,7 @@ fn chunked_equals_sparse_in_every_dtype() {
         for dtype in ["bf16", "f16", "q8"] {
             let pkg = load_dir(&convert(name, dtype)).unwrap();
             let m = &pkg.model;
-            let mut cache = m.new_cache();
+            let mut cache = m.new_cache().unwrap();
             let sparse = m.forward(&mut cache, &ids, FfnMode::Sparse, Logits::All).unwrap();
             for size in [3, ids.len()] {
                 let (logits, active) = chunked(m, &ids, size);
@@ -120,7 +120,7 @@ fn chunked_equals_sparse_in_every_dtype() {
 fn bad_ids_are_rejected_before_the_cache_changes() {
     let pkg = load_dir(&convert("mla_block_linear", "f32")).unwrap();
     let m = &pkg.model;
-    let mut cache = m.new_cache();
+    let mut cache = m.new_cache().unwrap();
     let v = m.config().vocab_size as u32;
     assert!(m.forward_chunk(&mut cache, &[], Logits::All).is_err());
     assert!(m.forward_chunk(&mut cache, &[1, v], Logits::All).is_err());

@@ -17,7 +17,7 @@ fn incremental_decoding_equals_full_recompute() {
 
         // Incremental: prompt in one call, then one token per call on the same cache.
         let split = 5;
-        let mut cache = m.new_cache();
+        let mut cache = m.new_cache().unwrap();
         let mut inc = m.forward(&mut cache, &ids[..split], FfnMode::Sparse, Logits::All).unwrap().logits;
         for &id in &ids[split..] {
             inc.extend(m.forward(&mut cache, &[id], FfnMode::Sparse, Logits::All).unwrap().logits);
@@ -27,7 +27,7 @@ fn incremental_decoding_equals_full_recompute() {
         // Full recompute: a fresh cache for every prefix, last position only.
         let mut worst = 0.0f32;
         for t in 1..=ids.len() {
-            let mut fresh = m.new_cache();
+            let mut fresh = m.new_cache().unwrap();
             let full = m.forward(&mut fresh, &ids[..t], FfnMode::Sparse, Logits::Last).unwrap().logits;
             for (a, b) in full[0].iter().zip(&inc[t - 1]) {
                 worst = worst.max((a - b).abs());
@@ -47,7 +47,7 @@ fn incremental_decoding_equals_full_recompute() {
 fn rejected_request_leaves_cache_untouched() {
     let pkg = load_dir(&convert("mla_block_linear", "f32")).unwrap();
     let m = &pkg.model;
-    let mut cache = m.new_cache();
+    let mut cache = m.new_cache().unwrap();
     m.forward(&mut cache, &[1, 5, 9], FfnMode::Sparse, Logits::None).unwrap();
     let err = m.forward(&mut cache, &[7, 100_000], FfnMode::Sparse, Logits::Last).unwrap_err();
     assert_eq!(err.code(), "InvalidInput");

@@ -71,7 +71,7 @@ fn peak_memory_while_loading_is_at_most_1_2x_weights() {
     assert_eq!(pkg.model.weight_bytes() as u64, weight_bytes);
 
     // And the loaded model runs.
-    let mut cache = pkg.model.new_cache();
+    let mut cache = pkg.model.new_cache().unwrap();
     let o = pkg.model.forward(&mut cache, &[1, 2, 3], FfnMode::Sparse, Logits::Last).unwrap();
     assert!(o.logits[0].iter().all(|v| v.is_finite()));
 }

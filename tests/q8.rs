@@ -201,8 +201,8 @@ fn q8_engine_equals_f32_engine_on_dequantized_weights() {
         let q8 = load(&config, &write_tensors(&ts)).unwrap();
         let f32m = load(&config, &write_tensors(&dequantized(&ts))).unwrap();
         for mode in [FfnMode::Sparse, FfnMode::Dense] {
-            let a = q8.forward(&mut q8.new_cache(), &ids, mode, Logits::All).unwrap();
-            let b = f32m.forward(&mut f32m.new_cache(), &ids, mode, Logits::All).unwrap();
+            let a = q8.forward(&mut q8.new_cache().unwrap(), &ids, mode, Logits::All).unwrap();
+            let b = f32m.forward(&mut f32m.new_cache().unwrap(), &ids, mode, Logits::All).unwrap();
             let mut worst = 0.0f32;
             for (x, y) in a.logits.iter().zip(&b.logits) {
                 for (p, q) in x.iter().zip(y) {

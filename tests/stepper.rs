@@ -78,12 +78,12 @@ fn truncated_cache_equals_a_fresh_run() {
         let pkg = load_dir(&convert(name, "f32")).unwrap();
         let m = &pkg.model;
         let ids = [1u32, 7, 3, 22, 9, 4, 11, 2, 8];
-        let mut cache = m.new_cache();
+        let mut cache = m.new_cache().unwrap();
         m.forward(&mut cache, &ids, FfnMode::Sparse, Logits::None).unwrap();
         cache.truncate(4);
         assert_eq!(cache.len(), 4);
         let again = m.forward(&mut cache, &[30, 31], FfnMode::Sparse, Logits::All).unwrap();
-        let mut fresh = m.new_cache();
+        let mut fresh = m.new_cache().unwrap();
         let want = m.forward(&mut fresh, &[1, 7, 3, 22, 30, 31], FfnMode::Sparse, Logits::All).unwrap();
         assert_eq!(again.logits[..], want.logits[4..], "{name}: truncate then run vs fresh");
         assert_eq!(again.active()[..], want.active()[4..]);

@@ -747,8 +747,8 @@ fn q8_model_end_to_end_under_simd() {
 
     let exp: serde_json::Value = serde_json::from_str(EXPECTED).unwrap();
     let ids: Vec<u32> = exp["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let sparse = model.forward(&mut model.new_cache(), &ids, FfnMode::Sparse, Logits::All).unwrap();
-    let dense = model.forward(&mut model.new_cache(), &ids, FfnMode::Dense, Logits::All).unwrap();
+    let sparse = model.forward(&mut model.new_cache().unwrap(), &ids, FfnMode::Sparse, Logits::All).unwrap();
+    let dense = model.forward(&mut model.new_cache().unwrap(), &ids, FfnMode::Dense, Logits::All).unwrap();
     let (mut worst, mut sum, mut n, mut sd) = (0.0f64, 0.0f64, 0usize, 0.0f32);
     for (p, row) in exp["logits"].as_array().unwrap().iter().enumerate() {
         for (j, v) in row.as_array().unwrap().iter().enumerate() {
@@ -768,7 +768,7 @@ fn q8_model_end_to_end_under_simd() {
     assert_eq!(sparse.active(), dense.active());
     // The chunk path (SIMD chunk kernels over q8) equals the per-token sparse path.
     for size in [3, ids.len()] {
-        let mut cache = model.new_cache();
+        let mut cache = model.new_cache().unwrap();
         let (mut logits, mut active) = (Vec::new(), Vec::new());
         for span in ids.chunks(size) {
             let o = model.forward_chunk(&mut cache, span, Logits::All).unwrap();
