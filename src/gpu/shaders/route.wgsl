@@ -84,7 +84,9 @@ fn route(@builtin(local_invocation_index) lid: u32) {
             for (var e = lid; e < p.ne; e += WG) {
                 scores[o + e] = exp(a[o + e] - mx) / total;
             }
-            workgroupBarrier();
+            // Thread 0 reads every thread's scores next: a storage barrier (workgroupBarrier orders
+            // only workgroup memory).
+            storageBarrier();
             // Top k by repeated selection (ne is small): the largest not yet taken, lower id first.
             if (lid == 0u) {
                 for (var wd = 0u; wd < words; wd++) {
