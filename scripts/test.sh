@@ -14,8 +14,9 @@ bash scripts/setup.sh
 echo "== native Rust tests"
 cargo test --features cli
 
-echo "== GPU kernels (wgpu, Vulkan: Mesa lavapipe here) against their scalar twins"
-BLOCKFFN_REQUIRE_GPU=1 cargo test --features gpu --test gpu_kernels
+echo "== GPU kernels (wgpu, Vulkan: Mesa lavapipe here) against their scalar twins; the GPU model against the CPU engine"
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+BLOCKFFN_REQUIRE_GPU=1 cargo test --features gpu,cli --test gpu_kernels --test gpu_model
 
 echo "== wasm32 tests under Node"
 cargo test --target wasm32-unknown-unknown --test wasm_node --test wasm_kernels

@@ -26,6 +26,16 @@ pub trait SeqCache {
     fn advance(&mut self, k: usize);
 }
 
+/// Device time of one span's steps, in nanoseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StepTimes {
+    pub embed_ns: f64,
+    /// Per layer.
+    pub attention_ns: Vec<f64>,
+    pub ffn_ns: Vec<f64>,
+    pub head_ns: f64,
+}
+
 /// A model's weights on some device and the decoder steps over them. A span of `k` tokens runs
 /// `embed`, then per layer `attention` and `ffn`, then `advance` on the cache and `head` (or
 /// `head_greedy`).
@@ -47,6 +57,14 @@ pub trait Backend {
     fn ffn(&self, l: usize, mode: FfnMode, h: &mut Self::Acts, experts: &mut ExpertMasks) -> Result<()>;
     /// Final norm and LM head of the span's positions `from..`, one vocab-sized row each.
     fn head(&self, h: &mut Self::Acts, from: usize, experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>>;
+    /// Kernel dispatches of the last span (device backends; `None` where that means nothing).
+    fn last_dispatches(&self) -> Option<usize> {
+        None
+    }
+    /// Device time of the last span's steps, where the device measures it (GPU timestamps).
+    fn last_timings(&self) -> Option<StepTimes> {
+        None
+    }
     /// True when [`Backend::head_greedy`] runs on the device (no logits come back); the decoder
     /// then uses it for greedy decoding.
     fn greedy_on_device(&self) -> bool {

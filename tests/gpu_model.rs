@@ -21,6 +21,10 @@ use common::*;
 
 /// GPU vs CPU, relative to the row's largest |logit| (f32 sums in another order).
 const TOL: f32 = 1e-3;
+/// The same for q8 packages: activations are quantized to int8 before every q8 product, and a
+/// one-ulp difference in an input (sums in another order) can round one entry to the next int8
+/// step — 1/127 of its block's largest value — on one backend and not the other.
+const TOL_Q8: f32 = 3e-2;
 
 fn gpu() -> Option<Gpu> {
     match Gpu::new_blocking() {
@@ -42,12 +46,16 @@ fn both(dir: &Path) -> Option<(Model, Model<GpuBackend>)> {
 }
 
 fn assert_rows_close(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
+    assert_rows_within(what, got, want, TOL)
+}
+
+fn assert_rows_within(what: &str, got: &[Vec<f32>], want: &[Vec<f32>], tol: f32) -> f32 {
     assert_eq!(got.len(), want.len(), "{what}: row count");
     let mut worst = 0.0f32;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
         let d = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale;
-        assert!(d <= TOL, "{what}: row {i} differs by {d:.2e} of its largest logit (tolerance {TOL:e})");
+        assert!(d <= tol, "{what}: row {i} differs by {d:.2e} of its largest logit (tolerance {tol:e})");
         worst = worst.max(d);
     }
     worst
@@ -80,11 +88,11 @@ fn greedy<B: Backend>(m: &Model<B>, prompt: &[u32], n: usize, mode: FfnMode) -> 
     blockffn::generate::generate(m, None, prompt, sampler, &opts, |_| true).expect("generate").0
 }
 
-fn compare(name: &str, dir: &Path, ids: &[u32]) {
+fn compare(name: &str, dir: &Path, ids: &[u32], tol: f32) {
     let Some((cpu, gpu)) = both(dir) else { return };
     for mode in [FfnMode::Sparse, FfnMode::Dense] {
         let (c, g) = (run_all(&cpu, ids, mode), run_all(&gpu, ids, mode));
-        let worst = assert_rows_close(&format!("{name} {mode:?}"), &g.logits, &c.logits);
+        let worst = assert_rows_within(&format!("{name} {mode:?}"), &g.logits, &c.logits, tol);
         assert_same_sets(&format!("{name} {mode:?}"), &g.active(), &c.active());
         eprintln!("{name} {mode:?}: {} positions, worst |GPU − CPU| / max|logit| = {worst:.2e}", ids.len());
     }
@@ -98,7 +106,7 @@ fn fixtures_match_cpu_in_every_dtype() {
         let prompt: Vec<u32> = serde_json::from_value(exp["greedy"]["prompt_ids"].clone()).expect("prompt");
         for dtype in ["f32", "f16", "bf16", "q8"] {
             let dir = convert(name, dtype);
-            compare(&format!("{name} {dtype}"), &dir, &ids);
+            compare(&format!("{name} {dtype}"), &dir, &ids, if dtype == "q8" { TOL_Q8 } else { TOL });
             if let Some((cpu, gpu)) = both(&dir) {
                 let n = exp["greedy"]["ids"].as_array().map_or(16, Vec::len);
                 assert_eq!(greedy(&gpu, &prompt, n, FfnMode::Sparse), greedy(&cpu, &prompt, n, FfnMode::Sparse), "{name} {dtype}: greedy");
@@ -144,7 +152,7 @@ fn demo_prompt(n: usize) -> Vec<u32> {
 fn demo_model_matches_cpu_and_greedy_text_is_identical() {
     // 80 positions: three prefill blocks, the last one partial.
     let ids = demo_prompt(80);
-    compare("demo", &demo(), &ids);
+    compare("demo", &demo(), &ids, TOL);
     let Some((cpu, gpu)) = both(&demo()) else { return };
     for mode in [FfnMode::Sparse, FfnMode::Dense] {
         let want = greedy(&cpu, &ids[..12], 64, mode);

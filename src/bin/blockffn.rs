@@ -100,6 +100,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Prefill and decode speed (tokens/s, medians of --reps runs) on deterministic token ids, as JSON.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Prompt tokens (run in blocks, as `generate` does).
+        #[arg(long, default_value_t = 128)]
+        prompt_len: usize,
+        /// Greedy decode steps after the prompt.
+        #[arg(long, default_value_t = 64)]
+        decode: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
 }
 
 #[derive(Args)]
@@ -372,8 +385,72 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(stdout, "reuse   {}", f(r.sparsity.reuse)).map_err(out_err)?;
             }
         }
+        Cmd::Bench { model, prompt_len, decode, reps } => {
+            let pkg = model.load()?;
+            let r = on_backend!(model, pkg, m => bench(m, model.mode(), prompt_len, decode, reps)?);
+            let mode = format!("{:?}", model.mode());
+            let obj = serde_json::json!({
+                "backend": model.backend, "mode": mode, "prompt_len": prompt_len, "decode": decode, "reps": reps, "result": r
+            });
+            writeln!(stdout, "{obj}").map_err(out_err)?;
+        }
     }
     Ok(())
+}
+
+/// Median prefill and decode tokens/s of `reps` runs from an empty cache (one warm-up run first).
+fn bench<B: blockffn::backend::Backend>(
+    m: &blockffn::model::Model<B>,
+    mode: FfnMode,
+    prompt_len: usize,
+    decode: usize,
+    reps: usize,
+) -> Result<serde_json::Value> {
+    let cfg = m.config();
+    let vocab = cfg.vocab_size as u64;
+    if prompt_len == 0 || prompt_len + decode > cfg.max_position_embeddings {
+        return Err(Error::InvalidInput(format!(
+            "--prompt-len {prompt_len} + --decode {decode} must be 1..={} tokens (the model's context)",
+            cfg.max_position_embeddings
+        )));
+    }
+    let mut ids: Vec<u32> = (0..prompt_len as u64).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
+    ids[0] = cfg.bos_token_id.unwrap_or(1).min(vocab as u32 - 1);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mut pre, mut dec) = (Vec::new(), Vec::new());
+    let mut active = 0usize;
+    let mut slots = 0usize;
+    for rep in 0..=reps.max(1) {
+        let mut cache = m.new_cache()?;
+        let t0 = std::time::Instant::now();
+        let (mut id, _) = m.forward_greedy(&mut cache, &ids, mode, 1.0, &ids)?;
+        let t1 = std::time::Instant::now();
+        for _ in 0..decode {
+            let (next, ex) = m.forward_greedy(&mut cache, &[id], mode, 1.0, &[])?;
+            if rep == 1 {
+                for set in ex.to_sets().iter().flatten() {
+                    active += set.len();
+                    slots += cfg.num_experts();
+                }
+            }
+            id = next;
+        }
+        let t2 = std::time::Instant::now();
+        if rep > 0 {
+            pre.push(prompt_len as f64 / (t1 - t0).as_secs_f64());
+            dec.push(decode as f64 / (t2 - t1).as_secs_f64().max(1e-9));
+        }
+    }
+    Ok(serde_json::json!({
+        "prefill_tok_s": median(pre),
+        "decode_tok_s": median(dec),
+        "decode_active_fraction": if slots > 0 { Some(active as f64 / slots as f64) } else { None },
+        "dispatches_per_decode_step": m.backend().last_dispatches(),
+        "last_decode_step_gpu_times": m.backend().last_timings(),
+    }))
 }
 
 /// A progress bar on standard error for long runs: hidden when stderr is not a terminal.

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::backend::{Backend, SeqCache};
+use crate::backend::{Backend, SeqCache, StepTimes};
 use crate::config::{Attention, Ffn, MlaDims, ModelConfig, Router, RouterNorm};
 use crate::experts::{words_for, ExpertMasks};
 use crate::kernels::rope_inv_freq;
@@ -181,9 +181,19 @@ pub struct GpuBackend {
     weight_bytes: u64,
     busy: Arc<Busy>,
     dispatches: AtomicUsize,
+    profile: Option<Profile>,
     // Kept alive with the bind groups that use them.
     _mats: Vec<GpuMat>,
     _bufs: Vec<wgpu::Buffer>,
+}
+
+/// Timestamps around every step of a span (BLOCKFFN_GPU_PROFILE=1): query 0 before the embedding,
+/// 1 + 2l before layer l's attention, 2 + 2l before its FFN, 1 + 2L before the head, 2 + 2L at the end.
+struct Profile {
+    set: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    count: u32,
+    last: Mutex<Option<StepTimes>>,
 }
 
 /// The span being recorded: one compute pass of one command encoder.
@@ -196,6 +206,12 @@ pub struct GpuActs {
 }
 
 impl GpuActs {
+    fn stamp(&mut self, p: &Option<Profile>, i: usize) {
+        if let (Some(p), Some(pass)) = (p, self.pass.as_mut()) {
+            pass.write_timestamp(&p.set, i as u32);
+        }
+    }
+
     fn record(&mut self, cmds: &[Cmd]) {
         if let Some(pass) = self.pass.as_mut() {
             for c in cmds {
@@ -301,6 +317,24 @@ impl GpuBackend {
             }
         }
         let weight_bytes = store.total_bytes() as u64;
+        let profile = gpu.timestamps.then(|| {
+            let count = (2 * nl + 3) as u32;
+            Profile {
+                set: gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count,
+                }),
+                resolved: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("profile.resolved"),
+                    size: count as u64 * 8,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                count,
+                last: Mutex::new(None),
+            }
+        });
 
         let k = Kernels::new(&gpu);
         let step = StepBuf::new(&gpu);
@@ -362,7 +396,7 @@ impl GpuBackend {
             picked: st("picked", 2),
             readback: gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
-                size: ((2 + MAX_SPAN * nl * words + MAX_SPAN * vocab) * 4) as u64,
+                size: ((2 + MAX_SPAN * nl * words + MAX_SPAN * vocab + 2 * (2 * nl + 3)) * 4) as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
@@ -472,6 +506,7 @@ impl GpuBackend {
             weight_bytes,
             busy: Arc::new(Busy::default()),
             dispatches: AtomicUsize::new(0),
+            profile,
             _mats: mats,
             _bufs: mats_f32,
         })
@@ -486,19 +521,20 @@ impl GpuBackend {
         self.weight_bytes
     }
 
-    /// Dispatches recorded by the last forward (one submission).
-    pub fn last_dispatches(&self) -> usize {
-        self.dispatches.load(Ordering::Relaxed)
-    }
-
     /// Ends the span's pass, copies `copies` (source, offset, words) into the readback buffer in
     /// order, submits, and returns the words read back.
     fn submit(&self, a: &mut GpuActs, copies: &[(&wgpu::Buffer, u64, usize)]) -> Result<Vec<u32>> {
         self.step.write(&self.gpu, &a.span);
+        a.stamp(&self.profile, 2 * self.config.num_hidden_layers + 2);
         drop(a.pass.take());
         let mut enc = a.enc.take().ok_or_else(|| Error::DeviceLost("the span was already submitted".into()))?;
+        let mut copies = copies.to_vec();
+        if let Some(p) = &self.profile {
+            enc.resolve_query_set(&p.set, 0..p.count, &p.resolved, 0);
+            copies.push((&p.resolved, 0, 2 * p.count as usize));
+        }
         let mut off = 0u64;
-        for &(src, src_off, words) in copies {
+        for &(src, src_off, words) in &copies {
             if words > 0 {
                 enc.copy_buffer_to_buffer(src, src_off, &self.sc.readback, off, (words * 4) as u64);
                 off += (words * 4) as u64;
@@ -528,6 +564,23 @@ impl GpuBackend {
             bytemuck::cast_slice::<u8, u32>(&view).to_vec()
         };
         self.sc.readback.unmap();
+        if let Some(p) = &self.profile {
+            let n = 2 * p.count as usize;
+            let ticks: Vec<u64> = out[out.len().saturating_sub(n)..]
+                .chunks_exact(2)
+                .map(|w| w[0] as u64 | (w[1] as u64) << 32)
+                .collect();
+            let period = self.gpu.queue.get_timestamp_period() as f64;
+            let d = |i: usize| ticks.get(i + 1).zip(ticks.get(i)).map_or(0.0, |(b, a)| b.saturating_sub(*a) as f64 * period);
+            let nl = self.config.num_hidden_layers;
+            let times = StepTimes {
+                embed_ns: d(0),
+                attention_ns: (0..nl).map(|l| d(1 + 2 * l)).collect(),
+                ffn_ns: (0..nl).map(|l| d(2 + 2 * l)).collect(),
+                head_ns: d(1 + 2 * nl),
+            };
+            *p.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(times);
+        }
         Ok(out)
     }
 
@@ -647,6 +700,7 @@ impl Backend for GpuBackend {
         let pass = enc.begin_compute_pass(&Default::default()).forget_lifetime();
         let mut a =
             GpuActs { span: Span::new(0, ids.len()), enc: Some(enc), pass: Some(pass), dispatches: 0, _busy: busy };
+        a.stamp(&self.profile, 0);
         a.record(std::slice::from_ref(&self.embed_cmd));
         Ok(a)
     }
@@ -656,12 +710,14 @@ impl Backend for GpuBackend {
             h.span.pos0 = cache.len;
         }
         let cmds = cache.attn.get(l).ok_or_else(|| Error::InvalidInput(format!("no layer {l}")))?;
+        h.stamp(&self.profile, 1 + 2 * l);
         h.record(cmds);
         Ok(())
     }
 
     fn ffn(&self, l: usize, mode: FfnMode, h: &mut GpuActs, _experts: &mut ExpertMasks) -> Result<()> {
         let c = self.layer_cmds.get(l).ok_or_else(|| Error::InvalidInput(format!("no layer {l}")))?;
+        h.stamp(&self.profile, 2 + 2 * l);
         h.record(if mode == FfnMode::Dense && !c.ffn_dense.is_empty() { &c.ffn_dense } else { &c.ffn_sparse });
         Ok(())
     }
@@ -671,18 +727,28 @@ impl Backend for GpuBackend {
         let vocab = self.config.vocab_size;
         h.span.head_from = from.min(k);
         let rows = h.span.head_rows();
+        h.stamp(&self.profile, 1 + 2 * self.config.num_hidden_layers);
         if rows > 0 {
             h.record(&self.head_cmds);
         }
         let mw = self.mask_words(k);
         let words = self.submit(h, &[(&self.sc.masks, 0, mw), (&self.sc.logits, 0, rows * vocab)])?;
         fill_masks(experts, &words, mw)?;
-        let logits: &[f32] = bytemuck::cast_slice(&words[mw..]);
+        let logits: &[f32] = bytemuck::cast_slice(words.get(mw..mw + rows * vocab).unwrap_or_default());
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 
     fn greedy_on_device(&self) -> bool {
         true
+    }
+
+    fn last_timings(&self) -> Option<StepTimes> {
+        self.profile.as_ref().and_then(|p| p.last.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Dispatches recorded by the last span (its one submission).
+    fn last_dispatches(&self) -> Option<usize> {
+        Some(self.dispatches.load(Ordering::Relaxed))
     }
 
     fn head_greedy(&self, h: &mut GpuActs, penalty: f32, context: &[u32], experts: &mut ExpertMasks) -> Result<u32> {
@@ -698,6 +764,7 @@ impl Backend for GpuBackend {
             }
             q.write_buffer(&self.sc.seen, 0, bytemuck::cast_slice(&seen));
         }
+        h.stamp(&self.profile, 1 + 2 * self.config.num_hidden_layers);
         h.record(&self.head_cmds);
         h.record(std::slice::from_ref(&self.argmax_cmd));
         let mw = self.mask_words(k);

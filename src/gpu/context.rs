@@ -14,6 +14,9 @@ pub struct Gpu {
     /// What the device was created with: the adapter's own limits (not the spec defaults), so a
     /// tensor may use the largest binding the hardware allows.
     pub limits: wgpu::Limits,
+    /// Timestamp queries inside passes are on (BLOCKFFN_GPU_PROFILE=1 and the adapter has them):
+    /// the backend then times every layer of a span on the GPU.
+    pub timestamps: bool,
 }
 
 impl Gpu {
@@ -31,16 +34,22 @@ impl Gpu {
             .map_err(|e| Error::Unsupported(format!("no GPU adapter ({e}); use the CPU backend")))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let ts = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        #[cfg(not(target_arch = "wasm32"))]
+        let want_ts = std::env::var("BLOCKFFN_GPU_PROFILE").is_ok_and(|v| v == "1");
+        #[cfg(target_arch = "wasm32")]
+        let want_ts = false;
+        let timestamps = want_ts && adapter.features().contains(ts);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("blockffn"),
-                required_features: wgpu::Features::empty(),
+                required_features: if timestamps { ts } else { wgpu::Features::empty() },
                 required_limits: limits.clone(),
                 ..Default::default()
             })
             .await
             .map_err(|e| Error::Unsupported(format!("the GPU adapter {} refused a device: {e}", info.name)))?;
-        Ok(Gpu { device, queue, info, limits })
+        Ok(Gpu { device, queue, info, limits, timestamps })
     }
 
     /// [`Gpu::new`], blocking (native only).
