@@ -34,8 +34,9 @@ bench() { echo "## bench $*" >&2; "$B" bench "$@" | tee -a "$OUT/gpu.jsonl"; }
 # 2. The demo model, then random Small- and XLarge-shaped f16 models at ~20% active experts
 #    (generated here on the GPU; PyTorch calibrates the routers).
 for m in "" --dense; do bench --model models/demo --backend gpu $m --prompt-len 128 --decode 128 --reps 5; done
+BLOCKFFN_GPU_PROFILE=1 bench --model models/demo --backend gpu --prompt-len 128 --decode 16 --reps 1
 for shape in small xlarge; do
-  python3 bench/make_small_random.py --shape $shape --activation 0.2 --device cuda --dtypes f16 \
+  python3 bench/make_small_random.py --shape $shape --activation 0.2 --device cuda:0 --dtypes f16 \
     --cli "$B" --no-check --out "$WORK" | tail -1 >> "$OUT/models.jsonl"
   for m in "" --dense; do
     bench --model "$WORK/$shape-a20-f16" --backend gpu $m --prompt-len 128 --decode 128 --reps 5
@@ -43,6 +44,6 @@ for shape in small xlarge; do
   BLOCKFFN_GPU_PROFILE=1 bench --model "$WORK/$shape-a20-f16" --backend gpu --prompt-len 128 --decode 16 --reps 1
   # The PyTorch reference at the same shape and context, same GPU: eager (the paper's HF row) and
   # the strongest variant (sdpa + CUDA graph).
-  python3 bench/torch_decode.py --device cuda --shape $shape --dtype bf16 --attn eager --context 192 | tail -1 | tee -a "$OUT/torch.jsonl"
-  python3 bench/torch_decode.py --device cuda --shape $shape --dtype bf16 --attn sdpa --graph --context 192 | tail -1 | tee -a "$OUT/torch.jsonl"
+  python3 bench/torch_decode.py --device cuda:0 --shape $shape --dtype bf16 --attn eager --context 192 | tail -1 | tee -a "$OUT/torch.jsonl"
+  python3 bench/torch_decode.py --device cuda:0 --shape $shape --dtype bf16 --attn sdpa --graph --context 192 | tail -1 | tee -a "$OUT/torch.jsonl"
 done
