@@ -5,15 +5,13 @@
 //! the WGSL file of the same name in `shaders/`, the twin of a scalar kernel in `crate::kernels`
 //! and tested against it (tests/gpu_kernels.rs).
 //!
-//! Status: the device, the weight layout and the kernels of the FFN block — matvec for every dtype
-//! (with on-GPU q8 input quantization), rmsnorm, silu_scaled, softmax, the router's decision with
-//! the active experts compacted on the GPU (route), and the sparse up/down projections over that
-//! union on a fixed grid with early exit (chunk_up, chunk_down; k tokens, the verifier's shape).
-//! Attention's kernels too: embed (ids read on the GPU), rope (host-computed f32 cos/sin table),
-//! the residual add, MLA's absorbed query (mla_absorb), scores and mixes over the cache for MLA
-//! and GQA (attn_scores, attn_mix), softmax over rows, and the per-head value projection
-//! (mla_out). Next: the GPU `Backend` that chains them with the KV cache on the device, sampling
-//! on the device, and one submission per token.
+//! Status: [`backend::GpuBackend`] runs the whole forward natively (CLI `--backend gpu`): the
+//! KV cache on the GPU, routing and the union of active experts compacted on the GPU, one
+//! submission per span, only masks and the greedy id (or requested logits) read back. Equal to the
+//! CPU engine within float rounding on every fixture and dtype (tests/gpu_model.rs). Not yet: the
+//! browser (wasm32 + WebGPU) build and its JS backend option, a streaming upload from the
+//! loader's weight sink, sampling other than greedy on the device, and fast kernels: the first
+//! versions are simple and far from the memory roofline (BENCHMARKS.md, "GPU path").
 
 pub mod backend;
 pub mod context;
