@@ -715,9 +715,10 @@ fn sparse_ffn_layer_matches_the_scalar_chunk_kernels() {
         let decide = [route.cmd(g, &ab, p, Some(&gb), &routed, &masks, step).unwrap()];
         let up_union =
             up_k.cmds(g, &gup, de, ne, Over::Union, &xb, &routed.scores, &routed.active, &ub, Some(&q8)).unwrap();
-        let down_union = [down_k.cmd(g, &gdown, de, max_k, Over::Union, &ub, &routed.active, &yb).unwrap()];
+        let partial = g.storage_f32("partial", blockffn::gpu::ops::chunk_down::partial_len(ne, max_k, h));
+        let down_union = down_k.cmd(g, &gdown, de, max_k, Over::Union, &ub, &routed.active, &partial, &yb).unwrap();
         let up_dense = up_k.cmds(g, &gup, de, ne, Over::All, &xb, &routed.scores, &listb, &u_all, Some(&q8)).unwrap();
-        let down_dense = [down_k.cmd(g, &gdown, de, max_k, Over::All, &u_all, &listb, &y_all).unwrap()];
+        let down_dense = down_k.cmd(g, &gdown, de, max_k, Over::All, &u_all, &listb, &partial, &y_all).unwrap();
         for k in [1, 3, 7] {
             let what = format!("{dtype} k {k}");
             let xs = &xs_all[..k * h];

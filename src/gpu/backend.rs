@@ -112,6 +112,8 @@ struct Scratch {
     u: wgpu::Buffer,
     g: wgpu::Buffer,
     routed: Option<Routed>,
+    /// chunk_down's per-expert partial sums, `[ne, k, H]`.
+    part: wgpu::Buffer,
     /// `[ne, 0, 1, …, ne − 1]`: dense mode's "union".
     all: wgpu::Buffer,
     /// `[k, layers, words]`: every token's expert bitmasks, the layout of [`ExpertMasks`].
@@ -306,6 +308,7 @@ impl GpuBackend {
             MAX_SPAN * ffn_width,
             MAX_SPAN * vocab,
             context * cache_row,
+            ne * MAX_SPAN * hsz,
         ];
         for n in scratch_floats {
             if (n * 4) as u64 > max {
@@ -383,6 +386,7 @@ impl GpuBackend {
             u: st("ffn.u", MAX_SPAN * ffn_width),
             g: st("ffn.g", if ne == 0 { MAX_SPAN * ffn_width } else { 1 }),
             routed: (ne > 0).then(|| Routed::new(&gpu, ne, MAX_SPAN)),
+            part: st("chunk_down.partial", super::ops::chunk_down::partial_len(ne, MAX_SPAN, hsz)),
             all: gpu.storage("all experts", bytemuck::cast_slice(&all)),
             masks: st("masks", MAX_SPAN * nl * words),
             logits: st("logits", MAX_SPAN * vocab),
@@ -449,7 +453,7 @@ impl GpuBackend {
                         v.extend(k.matvec.cmds(&gpu, &router_w, &sc.x, &sc.a, ne, Tokens::Span, sc.q8(hsz))?);
                         v.push(k.route.cmd(&gpu, &sc.a, p, g.as_ref(), routed, &sc.masks, sb)?);
                         v.extend(k.up.cmds(&gpu, &up, de, ne, over, &sc.x, &routed.scores, list, &sc.u, sc.q8(hsz))?);
-                        v.push(k.down.cmd(&gpu, &down, de, MAX_SPAN, over, &sc.u, list, &sc.y)?);
+                        v.extend(k.down.cmd(&gpu, &down, de, MAX_SPAN, over, &sc.u, list, &sc.part, &sc.y)?);
                         v.push(add());
                         Ok(v)
                     };
