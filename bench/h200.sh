@@ -7,7 +7,7 @@
 #
 # If the machine lacks the Vulkan loader / glvnd, put their .deb files in .gl/ (see BENCHMARKS.md):
 # they are unpacked first. Writes OUT/gpu.jsonl (our runs), OUT/torch.jsonl (the PyTorch
-# reference), OUT/check.txt (GPU = CPU checks on this GPU) and OUT/log.txt.
+# reference; TORCH=0 skips it, SHAPES=xlarge runs one shape), OUT/check.txt (GPU = CPU checks on this GPU) and OUT/log.txt.
 set -uo pipefail
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
@@ -35,7 +35,7 @@ bench() { echo "## bench $*" >&2; "$B" bench "$@" | tee -a "$OUT/gpu.jsonl"; }
 #    (generated here on the GPU; PyTorch calibrates the routers).
 for m in "" --dense; do bench --model models/demo --backend gpu $m --prompt-len 128 --decode 128 --reps 5; done
 BLOCKFFN_GPU_PROFILE=1 bench --model models/demo --backend gpu --prompt-len 128 --decode 16 --reps 1
-for shape in small xlarge; do
+for shape in ${SHAPES:-small xlarge}; do
   python3 bench/make_small_random.py --shape $shape --activation 0.2 --device cuda:0 --dtypes f16 \
     --cli "$B" --no-check --out "$WORK" | tail -1 >> "$OUT/models.jsonl"
   for m in "" --dense; do
@@ -44,6 +44,7 @@ for shape in small xlarge; do
   BLOCKFFN_GPU_PROFILE=1 bench --model "$WORK/$shape-a20-f16" --backend gpu --prompt-len 128 --decode 16 --reps 1
   # The PyTorch reference at the same shape and context, same GPU: eager (the paper's HF row) and
   # the strongest variant (sdpa + CUDA graph).
+  [ "${TORCH:-1}" = 1 ] || continue
   python3 bench/torch_decode.py --device cuda:0 --shape $shape --dtype bf16 --attn eager --context 192 | tail -1 | tee -a "$OUT/torch.jsonl"
   python3 bench/torch_decode.py --device cuda:0 --shape $shape --dtype bf16 --attn sdpa --graph --context 192 | tail -1 | tee -a "$OUT/torch.jsonl"
 done
