@@ -95,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(file) = blockffn_fuzz::synth_safetensors(&tensors) else { return };
     let Ok(store) = WeightStore::from_buf(blockffn_fuzz::aligned(&file)) else { return };
     let Ok(model) = Model::new(cfg, store) else { return };
-    let mut cache = model.new_cache();
+    let Ok(mut cache) = model.new_cache() else { return };
     let bos = model.config().bos_token_id.unwrap_or(0);
     let _ = model.forward(&mut cache, &[bos], FfnMode::Sparse, Logits::Last);
     let _ = model.forward(&mut cache, &[0], FfnMode::Dense, Logits::Last);

@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         // Cheap to rebuild: the store only indexes the buffer.
         let Ok(store) = WeightStore::from_buf(blockffn_fuzz::aligned(data)) else { return };
         let Ok(model) = Model::new(cfg, store) else { continue };
-        let mut cache = model.new_cache();
+        let Ok(mut cache) = model.new_cache() else { continue };
         let _ = model.forward(&mut cache, &[1], FfnMode::Sparse, Logits::Last);
         let _ = model.forward_chunk(&mut cache, &[2, 3], Logits::All);
         return;
