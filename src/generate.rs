@@ -136,20 +136,8 @@ impl<C: SeqCache> Stepper<C> {
             return self.end(FinishReason::Length, tok);
         }
         let id = self.sampler.sample(&mut logits, &self.context);
-        if Some(id) == self.eos {
-            return self.end(FinishReason::Eos, tok);
-        }
-        if self.stop_ids.contains(&id) {
-            return self.end(FinishReason::Stop, tok);
-        }
-        self.new_ids.push(id);
-        self.context.push(id);
-        if self.cache.len() >= model.config().max_position_embeddings {
-            // The token is emitted, but there is no room to run it: its experts are unknown.
-            self.mask.clear();
-            self.finish = Some(FinishReason::Context);
-            self.text.update(tok, &self.new_ids, true)?;
-            return Ok(Some(id));
+        if let Some(done) = self.admit(id, model.config().max_position_embeddings, tok)? {
+            return Ok(done);
         }
         let mut out = model.forward(&mut self.cache, &[id], self.mode, Logits::Last)?;
         self.record(&out.experts, 0);
@@ -171,19 +159,8 @@ impl<C: SeqCache> Stepper<C> {
         if self.new_ids.len() >= self.max_new {
             return self.end(FinishReason::Length, tok);
         }
-        if Some(id) == self.eos {
-            return self.end(FinishReason::Eos, tok);
-        }
-        if self.stop_ids.contains(&id) {
-            return self.end(FinishReason::Stop, tok);
-        }
-        self.new_ids.push(id);
-        self.context.push(id);
-        if self.cache.len() >= model.config().max_position_embeddings {
-            self.mask.clear();
-            self.finish = Some(FinishReason::Context);
-            self.text.update(tok, &self.new_ids, true)?;
-            return Ok(Some(id));
+        if let Some(done) = self.admit(id, model.config().max_position_embeddings, tok)? {
+            return Ok(done);
         }
         let (next, experts) = model.forward_greedy(&mut self.cache, &[id], self.mode, penalty, &self.context)?;
         self.record(&experts, 0);
@@ -230,6 +207,26 @@ impl<C: SeqCache> Stepper<C> {
         self.logits = Some(next_logits);
         self.next = None;
         Ok(ids.len())
+    }
+
+    /// Stop checks for a picked token, then emits it; `Some` when the step ends here (a stop, or
+    /// the token emitted with no room left to run it: its experts are unknown).
+    fn admit(&mut self, id: u32, max_positions: usize, tok: Option<&Tokenizer>) -> Result<Option<Option<u32>>> {
+        if Some(id) == self.eos {
+            return self.end(FinishReason::Eos, tok).map(Some);
+        }
+        if self.stop_ids.contains(&id) {
+            return self.end(FinishReason::Stop, tok).map(Some);
+        }
+        self.new_ids.push(id);
+        self.context.push(id);
+        if self.cache.len() >= max_positions {
+            self.mask.clear();
+            self.finish = Some(FinishReason::Context);
+            self.text.update(tok, &self.new_ids, true)?;
+            return Ok(Some(Some(id)));
+        }
+        Ok(None)
     }
 
     fn record(&mut self, experts: &ExpertMasks, t: usize) {
