@@ -28,7 +28,8 @@ function yieldToEventLoop() {
 }
 
 const GENERATE_OPTIONS = ['maxTokens', 'temperature', 'topK', 'topP', 'repetitionPenalty', 'seed', 'stop', 'ignoreEos', 'signal', 'mode'];
-const LOAD_OPTIONS = ['onProgress', 'signal', 'cache', 'dtype', 'maxMemoryBytes'];
+const LOAD_OPTIONS = ['onProgress', 'signal', 'cache', 'dtype', 'maxMemoryBytes', 'backend'];
+const BACKENDS = ['auto', 'webgpu', 'wasm'];
 /** More ids than any context holds: refused before anything is allocated for them. */
 const MAX_PROMPT_IDS = 1 << 24;
 
@@ -75,7 +76,47 @@ function loadOptions(options) {
     throw new BlockffnError('InvalidInput', `dtype must be a string such as 'auto', 'f16' or 'q8', got ${describe(o.dtype)}`);
   }
   optNumber(o, 'maxMemoryBytes', { min: 0, exclusiveMin: true });
+  if (o.backend !== undefined) checkBackend(o.backend);
   return { ...o, signal: checkSignal(o.signal) };
+}
+
+/** `backend` as given, or an `InvalidInput` error naming the valid ones. */
+export function checkBackend(backend) {
+  if (!BACKENDS.includes(backend)) {
+    throw new BlockffnError('InvalidInput', `backend must be 'auto', 'webgpu' or 'wasm', got ${describe(backend)}`);
+  }
+  return backend;
+}
+
+/**
+ * A WebGPU device for `want` ('auto' | 'webgpu'), or why there is none. 'webgpu' rejects with
+ * `Unsupported` where 'auto' falls back to wasm: no WebGPU in this build or environment, no
+ * adapter, or (auto only) a software adapter, which is slower than the wasm kernels.
+ */
+async function acquireGpu(wasm, want) {
+  if (want === 'wasm') return { device: null, info: null, reason: "backend 'wasm' was requested" };
+  const none = (why) => {
+    if (want === 'webgpu') {
+      throw new BlockffnError('Unsupported', `WebGPU is not usable here: ${why}; load with backend: 'wasm' or 'auto'`);
+    }
+    return { device: null, info: null, reason: `WebGPU is not used: ${why}` };
+  };
+  if (typeof wasm.requestGpu !== 'function') return none('this build of the package has no WebGPU backend');
+  if (typeof navigator === 'undefined' || !navigator.gpu) {
+    return none('navigator.gpu is missing (the browser has no WebGPU, or it is disabled)');
+  }
+  let device;
+  try {
+    device = await wasm.requestGpu();
+  } catch (e) {
+    return none(toBlockffnError(e).message);
+  }
+  const info = device.info;
+  if (want === 'auto' && info.software) {
+    device.free();
+    return none(`the only WebGPU adapter is a software renderer${info.name ? ` (${info.name})` : ''}, slower than the wasm kernels`);
+  }
+  return { device, info, reason: want === 'webgpu' ? "backend 'webgpu' was requested" : 'a WebGPU adapter is available and the model fits its limits' };
 }
 
 /**
@@ -135,6 +176,8 @@ export class LocalEngine {
   constructor(options = {}) {
     this._wasmInput = options.wasm;
     this._simd = options.simd ?? 'auto';
+    this._backend = checkBackend(options.backend ?? 'auto');
+    this._lastBackend = null; // { requested, reason, gpu } of the last load
     this._model = null; // { engine, epoch, info }
     /** Loads not settled yet: { ctrl, settled }. A newer load() or unload() aborts them all. */
     this._loads = new Set();
@@ -190,12 +233,20 @@ export class LocalEngine {
 
   async _loadNow(wasm, source, options) {
     this._freeModel();
+    const requested = options.backend ?? this._backend;
+    const gpu = await acquireGpu(wasm, requested);
     let r;
     try {
-      r = await loadModel(wasm, source, options);
+      r = await loadModel(wasm, source, { ...options, gpu: gpu.device, gpuFallback: requested === 'auto' });
     } catch (e) {
       throw wasmFailure(e);
+    } finally {
+      const fellBack = gpu.device && gpu.device.fallback;
+      if (fellBack) gpu.reason = `WebGPU is not used: ${fellBack}`;
+      if (gpu.device) freeQuietly(gpu.device, wasmEpoch());
     }
+    const onGpu = r.engine.backend === 'webgpu';
+    this._lastBackend = { requested, reason: gpu.reason, gpu: gpu.info };
     if (options.signal.aborted) {
       // unload() or a newer load() came during the last step.
       freeQuietly(r.engine, r.epoch);
@@ -214,7 +265,9 @@ export class LocalEngine {
       epoch: r.epoch,
       info: {
         id: r.id,
-        backend: wasmBackend(),
+        backend: onGpu ? 'webgpu' : wasmBackend(),
+        backendReason: gpu.reason,
+        gpu: gpu.info,
         dtype: r.manifest.dtype,
         params: summary.params,
         weightBytes: summary.weightBytes,
@@ -262,8 +315,14 @@ export class LocalEngine {
   /** Runtime facts: backend, wasm memory in use, whether the page is cross-origin isolated. */
   async runtimeInfo() {
     await this.init().catch(() => {});
+    const m = this._model && this._model.epoch === wasmEpoch() ? this._model : null;
+    const last = this._lastBackend;
     return {
-      backend: wasmBackend() ?? 'wasm-simd128',
+      backend: m ? m.info.backend : (wasmBackend() ?? 'wasm-simd128'),
+      requestedBackend: last ? last.requested : this._backend,
+      backendReason: m ? m.info.backendReason : null,
+      gpu: m ? m.info.gpu : null,
+      wasmBackend: wasmBackend() ?? 'wasm-simd128',
       wasmMemoryBytes: wasmMemoryBytes(),
       crossOriginIsolated: typeof crossOriginIsolated !== 'undefined' ? !!crossOriginIsolated : false,
       modelLoaded: !!this._model && this._model.epoch === wasmEpoch(),
@@ -296,6 +355,25 @@ export class LocalEngine {
     const list = toIds(ids, 'detokenize()');
     try {
       return m.engine.detokenize(list);
+    } catch (e) {
+      throw wasmFailure(e);
+    }
+  }
+
+  /**
+   * Logits of every position of `ids` (a fresh context each call), flattened positions × vocab.
+   * @returns {Promise<Float32Array>}
+   */
+  async logits(ids, options = {}) {
+    const o = checkOptionNames(options, ['mode'], 'logits()');
+    const mode = o.mode ?? 'sparse';
+    if (mode !== 'sparse' && mode !== 'dense') {
+      throw new BlockffnError('InvalidInput', `mode must be "sparse" or "dense", got ${describe(mode)}`);
+    }
+    const m = this._require();
+    const list = toIds(ids, 'logits()');
+    try {
+      return await m.engine.logitsAsync(list, mode === 'dense');
     } catch (e) {
       throw wasmFailure(e);
     }
@@ -357,10 +435,12 @@ export class LocalEngine {
         tokensPerSecond: n > 1 && decodeMs > 0 ? ((n - 1) * 1000) / decodeMs : n > 0 ? (n * 1000) / (t - t0) : 0,
       };
     };
+    const onGpu = m.info.backend === 'webgpu';
     /** One step: the next chunk, and whether it is the last. */
-    const next = () => {
+    const next = async () => {
       if (wasmEpoch() !== epoch) throw restartedError();
-      const more = gen.step();
+      // A GPU step awaits its readback on the event loop; a wasm step finishes in the call.
+      const more = onGpu ? await gen.stepAsync() : gen.step();
       if (more) {
         n++;
         if (n === 1) tFirst = now();
@@ -379,13 +459,13 @@ export class LocalEngine {
         if (o.signal && o.signal.aborted) throw abortError(o.signal);
         let r;
         try {
-          r = next();
+          r = await next();
         } catch (e) {
           throw wasmFailure(e);
         }
         yield r.chunk;
         if (r.last) return;
-        await yieldToEventLoop();
+        if (!onGpu) await yieldToEventLoop(); // the GPU step's await already yielded
       }
     } finally {
       // After a trap, free() throws (the trapped call left the generation borrowed): the error

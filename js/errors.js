@@ -12,6 +12,7 @@ export const ERROR_CODES = Object.freeze([
   'Tokenizer',
   'Network',
   'Unsupported',
+  'DeviceLost',
   'Internal',
 ]);
 

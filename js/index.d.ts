@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'Tokenizer'
   | 'Network'
   | 'Unsupported'
+  | 'DeviceLost'
   | 'Internal';
 
 export declare const ERROR_CODES: readonly ErrorCode[];
@@ -26,7 +27,22 @@ export declare class BlockffnError extends Error {
 export type WasmSource = string | URL | BufferSource | WebAssembly.Module;
 
 /** The build that runs: SIMD128 (every browser with WebAssembly SIMD) or SIMD128 + relaxed SIMD (fused multiply-add). */
-export type Backend = 'wasm-simd128' | 'wasm-relaxed-simd';
+export type Backend = 'wasm-simd128' | 'wasm-relaxed-simd' | 'webgpu';
+
+/** Where models run: see CreateEngineOptions.backend. */
+export type BackendChoice = 'auto' | 'webgpu' | 'wasm';
+
+/** The WebGPU adapter a model runs on (or was offered). */
+export interface GpuInfo {
+  /** The adapter's description (may be empty in browsers). */
+  name: string;
+  /** A software renderer (e.g. SwiftShader): correct but slower than wasm; 'auto' does not use it. */
+  software: boolean;
+  backend: string;
+  /** The largest storage binding: no single tensor may exceed it. */
+  maxBindingBytes: number;
+  maxBufferBytes: number;
+}
 
 /** Whether this JavaScript engine runs WebAssembly relaxed SIMD (what `simd: 'auto'` checks). */
 export function relaxedSimdSupported(): boolean;
@@ -47,6 +63,12 @@ export interface CreateEngineOptions {
    * One module per JS realm (thread): the first engine decides.
    */
   simd?: 'auto' | 'relaxed' | 'baseline';
+  /**
+   * Where models run (a load() may override it): 'auto' (default) WebGPU when a hardware adapter
+   * exists and the model fits its limits, else wasm; 'webgpu' rejects with Unsupported (no WebGPU)
+   * or OutOfMemory (the model exceeds the adapter's limits) instead of falling back; 'wasm'.
+   */
+  backend?: BackendChoice;
 }
 
 export type LoadPhase = 'download' | 'verify' | 'parse' | 'ready';
@@ -82,12 +104,18 @@ export interface LoadOptions {
   dtype?: 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | (string & {});
   /** Memory ceiling for the pre-allocation check (default 4 GiB, the wasm32 limit). */
   maxMemoryBytes?: number;
+  /** Overrides createEngine's `backend` for this load. */
+  backend?: BackendChoice;
 }
 
 export interface ModelInfo {
   /** The model directory URL (with a trailing slash), the local path (Node), or "files:…" for picked files. */
   id: string;
   backend: Backend;
+  /** Why this backend runs the model (e.g. why 'auto' did not use WebGPU). */
+  backendReason: string;
+  /** The adapter when WebGPU was offered (null when none was found). */
+  gpu: GpuInfo | null;
   /** Dtype of the weight matrices, from manifest.json ("f32", "f16", "bf16", …). */
   dtype: 'f32' | 'f16' | 'bf16' | 'q8' | (string & {});
   params: number;
@@ -116,7 +144,15 @@ export interface ModelInfo {
 }
 
 export interface RuntimeInfo {
+  /** Where the loaded model runs (the wasm build before a model is loaded). */
   backend: Backend;
+  /** What the last load asked for (createEngine's, or load()'s override). */
+  requestedBackend: BackendChoice;
+  /** Why the loaded model runs where it does; null before a load. */
+  backendReason: string | null;
+  gpu: GpuInfo | null;
+  /** The wasm build of this thread (tokenizer, and the model unless it runs on WebGPU). */
+  wasmBackend: 'wasm-simd128' | 'wasm-relaxed-simd';
   wasmMemoryBytes: number;
   crossOriginIsolated: boolean;
   modelLoaded: boolean;
@@ -275,6 +311,8 @@ export interface Engine {
   tokenize(text: string | SegmentedPrompt, options?: { addBos?: boolean }): Promise<number[]>;
   /** Text of `ids`, special tokens skipped. */
   detokenize(ids: ArrayLike<number>): Promise<string>;
+  /** Logits of every position of `ids` in a fresh context, flattened positions × vocab. */
+  logits(ids: ArrayLike<number>, options?: { mode?: 'sparse' | 'dense' }): Promise<Float32Array>;
   modelInfo(): Promise<ModelInfo>;
   runtimeInfo(): Promise<RuntimeInfo>;
   /** Frees the model (running generations finish first); a load() in progress ends with Aborted. */

@@ -1,7 +1,7 @@
 // blockffn: exact BlockFFN Mixture-of-Experts inference in WebAssembly.
 // One engine interface, two transports: in the calling thread, or in a Web Worker.
 
-import { LocalEngine } from './engine.js';
+import { LocalEngine, checkBackend } from './engine.js';
 import { BlockffnError, ERROR_CODES, toBlockffnError } from './errors.js';
 import { CACHE_NAME, deleteModelFromCache, hasModelInCache, modelBaseUrl, modelFileUrl } from './loader.js';
 import { checkOptionNames } from './options.js';
@@ -26,7 +26,10 @@ export {
 /**
  * Creates an engine.
  * @param {{ worker?: boolean | Worker, wasm?: string | URL | BufferSource | WebAssembly.Module,
- *   simd?: 'auto' | 'relaxed' | 'baseline' }} [options]
+ *   simd?: 'auto' | 'relaxed' | 'baseline', backend?: 'auto' | 'webgpu' | 'wasm' }} [options]
+ *   backend: where models run (a load() may override it): 'auto' (default) WebGPU when a hardware
+ *   adapter exists and the model fits its limits, else the wasm kernels; 'webgpu' (rejects with
+ *   Unsupported or OutOfMemory instead of falling back); 'wasm'. runtimeInfo() says which ran and why.
  *   worker: false (default) runs in this thread; true starts a module Web Worker running
  *   blockffn/worker; a Worker instance (running blockffn/worker) is used as is; a function returning
  *   such a Worker is called for the first worker and again to replace one that stopped. With true or
@@ -38,9 +41,10 @@ export {
  *   thread decides.
  */
 export async function createEngine(options = {}) {
-  const { worker = false, wasm, simd } = checkOptionNames(options, ['worker', 'wasm', 'simd'], 'createEngine()');
+  const { worker = false, wasm, simd, backend } = checkOptionNames(options, ['worker', 'wasm', 'simd', 'backend'], 'createEngine()');
+  if (backend !== undefined) checkBackend(backend);
   if (!worker) {
-    const e = new LocalEngine({ wasm, simd });
+    const e = new LocalEngine({ wasm, simd, backend });
     await e.init();
     return e;
   }
@@ -74,7 +78,11 @@ export async function createEngine(options = {}) {
   }
   const e = new WorkerEngine(w, { ownsWorker: owns, spawn });
   try {
-    await e.init({ ...(wasm === undefined ? {} : { wasm: wasm instanceof URL ? wasm.href : wasm }), ...(simd === undefined ? {} : { simd }) });
+    await e.init({
+      ...(wasm === undefined ? {} : { wasm: wasm instanceof URL ? wasm.href : wasm }),
+      ...(simd === undefined ? {} : { simd }),
+      ...(backend === undefined ? {} : { backend }),
+    });
   } catch (err) {
     e.terminate();
     throw err;

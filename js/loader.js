@@ -618,7 +618,9 @@ export async function loadModel(wasm, source, options = {}) {
     const configText = new TextDecoder().decode(small['config.json']);
     let engine;
     try {
-      engine = new wasm.Engine(configText, wb, small['tokenizer.json'] ?? null);
+      engine = options.gpu
+        ? wasm.Engine.onGpu(configText, wb, small['tokenizer.json'] ?? null, undefined, options.gpu, !!options.gpuFallback)
+        : new wasm.Engine(configText, wb, small['tokenizer.json'] ?? null);
     } catch (e) {
       throw toBlockffnError(e, src.id);
     }

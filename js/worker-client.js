@@ -248,8 +248,8 @@ export class WorkerEngine {
   }
 
   async init(options = {}) {
-    if (options && (options.wasm !== undefined || options.simd !== undefined)) {
-      this._initOptions = { wasm: options.wasm, simd: options.simd };
+    if (options && (options.wasm !== undefined || options.simd !== undefined || options.backend !== undefined)) {
+      this._initOptions = { wasm: options.wasm, simd: options.simd, backend: options.backend };
     }
     if (this._dead) {
       await this._revive();
@@ -280,6 +280,10 @@ export class WorkerEngine {
 
   detokenize(ids) {
     return this._call('detokenize', [Array.from(ids ?? [])]);
+  }
+
+  logits(ids, options = {}) {
+    return this._call('logits', [Array.from(ids ?? []), options]);
   }
 
   unload() {

@@ -72,8 +72,8 @@ async function handleCall(id, method, args) {
     switch (method) {
       case 'init': {
         const [opts] = args;
-        if (opts && (opts.wasm !== undefined || opts.simd !== undefined)) {
-          engine = new LocalEngine({ wasm: opts.wasm, simd: opts.simd });
+        if (opts && (opts.wasm !== undefined || opts.simd !== undefined || opts.backend !== undefined)) {
+          engine = new LocalEngine({ wasm: opts.wasm, simd: opts.simd, backend: opts.backend });
         }
         await engine.init();
         post({ type: 'result', id, value: true });
@@ -99,6 +99,7 @@ async function handleCall(id, method, args) {
       }
       case 'tokenize':
       case 'detokenize':
+      case 'logits':
       case 'modelInfo':
       case 'runtimeInfo':
       case 'unload': {

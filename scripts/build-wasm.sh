@@ -31,7 +31,7 @@ build() {
   local out=$1 tdir=$2 profile=$3
   shift 3
   echo "[wasm] cargo build → $out (${RUSTFLAGS:-+simd128}${*:+ $*})"
-  cargo build -q --lib --target wasm32-unknown-unknown $profile --target-dir "$tdir" "$@"
+  cargo build -q --lib --target wasm32-unknown-unknown $profile --target-dir "$tdir" --features gpu "$@"
   local dir=release
   [ "$profile" = "" ] && dir=debug
   wasm-bindgen --target web --out-dir "$out" --out-name blockffn "$tdir/wasm32-unknown-unknown/$dir/blockffn.wasm"

@@ -38,7 +38,10 @@ pub struct StepTimes {
 
 /// A model's weights on some device and the decoder steps over them. A span of `k` tokens runs
 /// `embed`, then per layer `attention` and `ffn`, then `advance` on the cache and `head` (or
-/// `head_greedy`).
+/// `head_greedy`). The steps before the head only record work on a device; the head is where its
+/// results come back, so it is `async` (a browser GPU maps its readback on the event loop; every
+/// other backend is ready at once, see [`crate::ready`]).
+#[allow(async_fn_in_trait)] // the decoder polls these inline; no executor needs them `Send`
 pub trait Backend {
     /// Hidden states of a span of tokens (`[k, hidden]`), with whatever scratch the steps reuse.
     type Acts;
@@ -56,7 +59,7 @@ pub trait Backend {
     /// device, in `head` from the span's one readback.
     fn ffn(&self, l: usize, mode: FfnMode, h: &mut Self::Acts, experts: &mut ExpertMasks) -> Result<()>;
     /// Final norm and LM head of the span's positions `from..`, one vocab-sized row each.
-    fn head(&self, h: &mut Self::Acts, from: usize, experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>>;
+    async fn head(&self, h: &mut Self::Acts, from: usize, experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>>;
     /// Kernel dispatches of the last span (device backends; `None` where that means nothing).
     fn last_dispatches(&self) -> Option<usize> {
         None
@@ -72,9 +75,15 @@ pub trait Backend {
     }
     /// The last position's greedy token after the repetition `penalty` (1: none) over the ids of
     /// `context` — [`crate::sampling::Sampler`]'s greedy rule. This default reads the logits back.
-    fn head_greedy(&self, h: &mut Self::Acts, penalty: f32, context: &[u32], experts: &mut ExpertMasks) -> Result<u32> {
+    async fn head_greedy(
+        &self,
+        h: &mut Self::Acts,
+        penalty: f32,
+        context: &[u32],
+        experts: &mut ExpertMasks,
+    ) -> Result<u32> {
         let k = experts.tokens();
-        let mut rows = self.head(h, k.saturating_sub(1), experts)?;
+        let mut rows = self.head(h, k.saturating_sub(1), experts).await?;
         let mut logits = rows.pop().unwrap_or_default();
         crate::model::check_finite(std::slice::from_ref(&logits))?;
         crate::sampling::apply_repetition_penalty(&mut logits, context, penalty);

@@ -683,7 +683,7 @@ pub fn bench_spans(
     k: usize,
     dense: bool,
 ) -> Result<JsValue, JsValue> {
-    let model = &engine.model;
+    let model = engine.cpu_model()?;
     let err = |e: crate::Error| JsValue::from_str(&e.to_string());
     if prompt == 0 || prompt >= ids.len() || k == 0 {
         return Err(JsValue::from_str("benchSpans: needs 0 < prompt < ids.length and k > 0"));

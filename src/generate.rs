@@ -118,17 +118,26 @@ impl<C: SeqCache> Stepper<C> {
     /// then holds any tail). A token can come with a finish reason too (it filled the context, or
     /// completed a stop string).
     pub fn step<B: Backend<Cache = C>>(&mut self, model: &Model<B>, tok: Option<&Tokenizer>) -> Result<Option<u32>> {
+        crate::ready::ready(self.step_async(model, tok))
+    }
+
+    /// [`Stepper::step`] for every backend, a browser GPU's included (see [`crate::ready`]).
+    pub async fn step_async<B: Backend<Cache = C>>(
+        &mut self,
+        model: &Model<B>,
+        tok: Option<&Tokenizer>,
+    ) -> Result<Option<u32>> {
         self.text.delta.clear();
         if self.finish.is_some() {
             return Ok(None);
         }
         if self.sampler.params().is_greedy() && model.greedy_on_device() {
-            return self.step_on_device(model, tok);
+            return self.step_on_device(model, tok).await;
         }
         let mut logits = match self.logits.take() {
             Some(l) => l,
             None => {
-                let mut out = model.forward(&mut self.cache, &self.context, self.mode, Logits::Last)?;
+                let mut out = model.forward_async(&mut self.cache, &self.context, self.mode, Logits::Last).await?;
                 out.logits.pop().expect("forward returned the last logits")
             }
         };
@@ -139,7 +148,7 @@ impl<C: SeqCache> Stepper<C> {
         if let Some(done) = self.admit(id, model.config().max_position_embeddings, tok)? {
             return Ok(done);
         }
-        let mut out = model.forward(&mut self.cache, &[id], self.mode, Logits::Last)?;
+        let mut out = model.forward_async(&mut self.cache, &[id], self.mode, Logits::Last).await?;
         self.record(&out.experts, 0);
         self.logits = Some(out.logits.pop().expect("forward returned the last logits"));
         if self.text.update(tok, &self.new_ids, false)? {
@@ -150,11 +159,15 @@ impl<C: SeqCache> Stepper<C> {
 
     /// [`Stepper::step`] for greedy decoding on a device: the model picks each next token where
     /// it computed it, and only the id and the experts come back. Same tokens as the host path.
-    fn step_on_device<B: Backend<Cache = C>>(&mut self, model: &Model<B>, tok: Option<&Tokenizer>) -> Result<Option<u32>> {
+    async fn step_on_device<B: Backend<Cache = C>>(
+        &mut self,
+        model: &Model<B>,
+        tok: Option<&Tokenizer>,
+    ) -> Result<Option<u32>> {
         let penalty = self.sampler.params().penalty();
         let id = match self.next.take() {
             Some(id) => id,
-            None => model.forward_greedy(&mut self.cache, &self.context, self.mode, penalty, &self.context)?.0,
+            None => model.forward_greedy_async(&mut self.cache, &self.context, self.mode, penalty, &self.context).await?.0,
         };
         if self.new_ids.len() >= self.max_new {
             return self.end(FinishReason::Length, tok);
@@ -162,7 +175,7 @@ impl<C: SeqCache> Stepper<C> {
         if let Some(done) = self.admit(id, model.config().max_position_embeddings, tok)? {
             return Ok(done);
         }
-        let (next, experts) = model.forward_greedy(&mut self.cache, &[id], self.mode, penalty, &self.context)?;
+        let (next, experts) = model.forward_greedy_async(&mut self.cache, &[id], self.mode, penalty, &self.context).await?;
         self.record(&experts, 0);
         self.next = Some(next);
         if self.text.update(tok, &self.new_ids, false)? {

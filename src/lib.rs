@@ -20,6 +20,7 @@ pub mod layout;
 pub mod metrics;
 pub mod model;
 pub mod package;
+pub mod ready;
 pub mod sampling;
 pub mod sink;
 pub mod tensor;

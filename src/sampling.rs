@@ -67,11 +67,39 @@ impl Sampler {
 
     /// Picks the next id from `logits` (modified in place); `context` is every id seen so far.
     pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> u32 {
+        match self.distribution(logits, context) {
+            Next::Greedy(id) => id,
+            Next::Sample(c) => c.draw(self.rng.next_u32(), None),
+        }
+    }
+
+    /// The speculative-sampling rule for a draft token `draft` proposed with certainty (a
+    /// deterministic drafter, q = 1 on `draft`): accept it with probability p(draft), else draw
+    /// from the residual max(0, p − q) normalised — p without `draft`. The token that follows is
+    /// then distributed exactly as [`Sampler::sample`]'s (Leviathan et al. 2023; SPEC §9). Greedy:
+    /// accepted iff it is the argmax, else the argmax. Returns `Ok(())` for an accepted draft, or
+    /// `Err(id)`, the token to take instead.
+    pub fn verify(&mut self, logits: &mut [f32], context: &[u32], draft: u32) -> std::result::Result<(), u32> {
+        match self.distribution(logits, context) {
+            Next::Greedy(id) if id == draft => Ok(()),
+            Next::Greedy(id) => Err(id),
+            Next::Sample(c) => {
+                let p = c.prob(draft);
+                if p > 0.0 && unit(self.rng.next_u32()) * c.total < p {
+                    return Ok(());
+                }
+                Err(c.draw(self.rng.next_u32(), Some(draft)))
+            }
+        }
+    }
+
+    /// What the next token is drawn from: the penalty, then greedy, or temperature, top-k, top-p.
+    fn distribution(&self, logits: &mut [f32], context: &[u32]) -> Next {
         if let Some(r) = self.params.repetition_penalty {
             apply_repetition_penalty(logits, context, r);
         }
         if self.params.is_greedy() {
-            return argmax(logits) as u32;
+            return Next::Greedy(argmax(logits) as u32);
         }
         let t = self.params.temperature.unwrap_or(1.0);
         // Candidates sorted by logit, descending (ties by id for determinism).
@@ -97,17 +125,53 @@ impl Sampler {
             probs.truncate(keep);
             idx.truncate(keep);
         }
-        let total: f32 = probs.iter().sum();
-        // Uniform in [0, total) from 24 random bits.
-        let u = (self.rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * total;
+        let total = probs.iter().sum();
+        Next::Sample(Candidates { idx, probs, total })
+    }
+}
+
+enum Next {
+    Greedy(u32),
+    Sample(Candidates),
+}
+
+/// The ids a sample may pick, with their weights (summing to `total`).
+struct Candidates {
+    idx: Vec<u32>,
+    probs: Vec<f32>,
+    total: f32,
+}
+
+/// Uniform in [0, 1) from 24 random bits.
+fn unit(bits: u32) -> f32 {
+    (bits >> 8) as f32 / (1u32 << 24) as f32
+}
+
+impl Candidates {
+    fn prob(&self, id: u32) -> f32 {
+        self.idx.iter().position(|&i| i == id).map_or(0.0, |k| self.probs[k])
+    }
+
+    /// One id by weight from `bits`, leaving out `except` (the residual of a rejected draft).
+    fn draw(&self, bits: u32, except: Option<u32>) -> u32 {
+        let skip = |i: u32| Some(i) == except;
+        let total = self.total - except.map_or(0.0, |e| self.prob(e));
+        let u = unit(bits) * total;
         let mut acc = 0.0;
-        for (q, &i) in probs.iter().zip(&idx) {
+        let mut last = None;
+        for (q, &i) in self.probs.iter().zip(&self.idx) {
+            if skip(i) {
+                continue;
+            }
             acc += q;
+            last = Some(i);
             if u < acc {
                 return i;
             }
         }
-        *idx.last().expect("at least one candidate")
+        // Rounding left u at the end: the last candidate; a rejected draft that was the only
+        // candidate (p = 1 can still be rejected by no draw, so this is unreachable) keeps it.
+        last.or(except).unwrap_or(self.idx[0])
     }
 }
 

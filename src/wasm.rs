@@ -4,6 +4,7 @@
 //!
 //! The hand-written JS layer (`js/`) builds the public npm API on top of these types.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,8 @@ use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{Segment, Tokenizer};
 use crate::sink::{HostSink, WeightSink};
 use crate::Error;
+#[cfg(feature = "gpu")]
+use crate::gpu::{Gpu, GpuBackend, GpuCache};
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -170,9 +173,28 @@ impl WeightBuffer {
     }
 }
 
+/// The model an engine runs: on the CPU (the wasm kernels) or on the GPU (WebGPU build).
+#[derive(Clone)]
+enum Loaded {
+    Cpu(Rc<Model>),
+    #[cfg(feature = "gpu")]
+    Gpu(Rc<Model<GpuBackend>>),
+}
+
+/// `$body` with `$m` bound to the loaded model, whichever backend it runs on.
+macro_rules! on_model {
+    ($loaded:expr, $m:ident => $body:expr) => {
+        match $loaded {
+            Loaded::Cpu($m) => $body,
+            #[cfg(feature = "gpu")]
+            Loaded::Gpu($m) => $body,
+        }
+    };
+}
+
 #[wasm_bindgen]
 pub struct Engine {
-    pub(crate) model: Rc<Model>, // read by the benchmarks (feature `bench`)
+    loaded: Loaded,
     tokenizer: Option<Rc<Tokenizer>>,
     params: u64,
 }
@@ -264,22 +286,40 @@ impl Engine {
         let params = SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
         let sampler = Sampler::new(params).map_err(js_err)?;
         let opts = GenerateOptions { max_new_tokens, mode: mode(dense), stop_at_eos: true, ..Default::default() };
-        let (ids, _, _) = generate(&self.model, None, prompt, sampler, &opts, |_| true).map_err(js_err)?;
+        let (ids, _, _) =
+            on_model!(&self.loaded, m => generate(m, None, prompt, sampler, &opts, |_| true)).map_err(js_err)?;
         Ok(ids)
     }
-}
 
-#[wasm_bindgen]
-impl Engine {
-    /// Takes ownership of the weights in `weights` (the buffer is empty afterwards). `dtype`, the
-    /// manifest's, is checked against the stored weight matrices when given.
-    #[wasm_bindgen(constructor)]
-    pub fn new(
+    /// The CPU model (the benchmarks run the wasm kernels only).
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
+    pub(crate) fn cpu_model(&self) -> Result<&Rc<Model>, JsValue> {
+        match &self.loaded {
+            Loaded::Cpu(m) => Ok(m),
+            #[cfg(feature = "gpu")]
+            Loaded::Gpu(_) => Err(js_err(Error::Unsupported("the benchmarks run on the wasm backend".into()))),
+        }
+    }
+
+    fn config(&self) -> &crate::config::ModelConfig {
+        on_model!(&self.loaded, m => m.config())
+    }
+
+    fn weight_bytes(&self) -> usize {
+        match &self.loaded {
+            Loaded::Cpu(m) => m.weight_bytes(),
+            #[cfg(feature = "gpu")]
+            Loaded::Gpu(m) => m.backend().weight_bytes() as usize,
+        }
+    }
+
+    /// Weights and tokenizer as the constructors take them from JS.
+    fn parts(
         config_json: &str,
         weights: &mut WeightBuffer,
         tokenizer_json: Option<Vec<u8>>,
         dtype: Option<String>,
-    ) -> Result<Engine, JsValue> {
+    ) -> Result<(Model, Option<Rc<Tokenizer>>, u64), JsValue> {
         let buf = weights
             .sink
             .take()
@@ -294,17 +334,77 @@ impl Engine {
             Some(j) => Some(Rc::new(Tokenizer::from_bytes(&j, model.config().bos_token_id).map_err(js_err)?)),
             None => None,
         };
-        Ok(Engine { model: Rc::new(model), tokenizer, params })
+        Ok((model, tokenizer, params))
+    }
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Takes ownership of the weights in `weights` (the buffer is empty afterwards). `dtype`, the
+    /// manifest's, is checked against the stored weight matrices when given.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        config_json: &str,
+        weights: &mut WeightBuffer,
+        tokenizer_json: Option<Vec<u8>>,
+        dtype: Option<String>,
+    ) -> Result<Engine, JsValue> {
+        let (model, tokenizer, params) = Engine::parts(config_json, weights, tokenizer_json, dtype)?;
+        Ok(Engine { loaded: Loaded::Cpu(Rc::new(model)), tokenizer, params })
+    }
+
+    /// [`Engine::new`] on the GPU of `device` (taken: one engine per device). The weights are
+    /// checked against the adapter's limits first; when they do not fit (`OutOfMemory`,
+    /// `Unsupported`) and `fallback` is set, the engine runs on the CPU instead and
+    /// `gpuFallback` says why — the weights are not read twice. The host copy is freed once
+    /// they are on the GPU.
+    #[cfg(feature = "gpu")]
+    #[wasm_bindgen(js_name = onGpu)]
+    pub fn on_gpu(
+        config_json: &str,
+        weights: &mut WeightBuffer,
+        tokenizer_json: Option<Vec<u8>>,
+        dtype: Option<String>,
+        device: &mut GpuDevice,
+        fallback: bool,
+    ) -> Result<Engine, JsValue> {
+        let (model, tokenizer, params) = Engine::parts(config_json, weights, tokenizer_json, dtype)?;
+        let gpu = device
+            .gpu
+            .take()
+            .ok_or_else(|| js_err(Error::InvalidInput("this GpuDevice already runs a model; request a new one".into())))?;
+        let (config, store) = model.into_parts();
+        if let Err(e) = GpuBackend::check_fits(&gpu, &config, &store) {
+            if !fallback {
+                return Err(js_err(e));
+            }
+            device.fallback = Some(e.to_string());
+            let model = Model::new(config, store).map_err(js_err)?;
+            return Ok(Engine { loaded: Loaded::Cpu(Rc::new(model)), tokenizer, params });
+        }
+        let backend = GpuBackend::new(gpu, config, store).map_err(js_err)?;
+        Ok(Engine { loaded: Loaded::Gpu(Rc::new(Model::with_backend(backend))), tokenizer, params })
+    }
+
+    /// `"webgpu"` or `"wasm"`: where this engine's model runs.
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        match &self.loaded {
+            Loaded::Cpu(_) => "wasm",
+            #[cfg(feature = "gpu")]
+            Loaded::Gpu(_) => "webgpu",
+        }
+        .into()
     }
 
     #[wasm_bindgen(js_name = vocabSize)]
     pub fn vocab_size(&self) -> usize {
-        self.model.config().vocab_size
+        self.config().vocab_size
     }
 
     /// A summary of the config (camelCase object): sizes, attention/FFN kind, experts, params.
     pub fn summary(&self) -> Result<JsValue, JsValue> {
-        let c = self.model.config();
+        let c = self.config();
         let (ffn, expert_size) = match &c.ffn {
             Ffn::Block { layout: FfnType::Block, expert_size, .. } => ("block", *expert_size),
             Ffn::Block { expert_size, .. } => ("block_linear", *expert_size),
@@ -326,7 +426,7 @@ impl Engine {
             expert_size,
             words_per_layer: ne.div_ceil(32),
             params: self.params,
-            weight_bytes: self.model.weight_bytes(),
+            weight_bytes: self.weight_bytes(),
             bos_token_id: c.bos_token_id,
             eos_token_id: c.eos_token_id,
             has_tokenizer: self.tokenizer.is_some(),
@@ -335,9 +435,24 @@ impl Engine {
 
     /// Logits of every position of `ids`, flattened `[positions × vocab]`.
     pub fn logits(&self, ids: &[u32], dense: bool) -> Result<Vec<f32>, JsValue> {
-        let mut cache = self.model.new_cache().map_err(js_err)?;
-        let out = self.model.forward(&mut cache, ids, mode(dense), Logits::All).map_err(js_err)?;
+        let out = on_model!(&self.loaded, m => {
+            let mut cache = m.new_cache().map_err(js_err)?;
+            m.forward(&mut cache, ids, mode(dense), Logits::All).map_err(js_err)?
+        });
         Ok(out.logits.concat())
+    }
+
+    /// [`Engine::logits`] as a promise of a `Float32Array`, on either backend.
+    #[wasm_bindgen(js_name = logitsAsync)]
+    pub fn logits_async(&self, ids: Vec<u32>, dense: bool) -> js_sys::Promise {
+        let loaded = self.loaded.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let out = on_model!(&loaded, m => {
+                let mut cache = m.new_cache().map_err(js_err)?;
+                m.forward_async(&mut cache, &ids, mode(dense), Logits::All).await.map_err(js_err)?
+            });
+            Ok(js_sys::Float32Array::from(&out.logits.concat()[..]).into())
+        })
     }
 
     fn tok(&self) -> Result<&Tokenizer, JsValue> {
@@ -438,19 +553,57 @@ impl Engine {
             stop_ids: o.stop_token_ids,
             stop_strings: o.stop,
         };
-        let stepper = Stepper::new(&self.model, prompt, sampler, &opts).map_err(js_err)?;
-        Ok(Generation { model: self.model.clone(), tokenizer: self.tokenizer.clone(), stepper, token: 0 })
+        let run = match &self.loaded {
+            Loaded::Cpu(m) => Run::Cpu(m.clone(), Stepper::new(m, prompt, sampler, &opts).map_err(js_err)?),
+            #[cfg(feature = "gpu")]
+            Loaded::Gpu(m) => Run::Gpu(m.clone(), Stepper::new(m, prompt, sampler, &opts).map_err(js_err)?),
+        };
+        let state = GenState { run, tokenizer: self.tokenizer.clone(), token: 0 };
+        Ok(Generation { state: Rc::new(RefCell::new(state)) })
     }
 }
 
-/// One streaming generation: each [`Generation::step`] advances the crate's one generation loop
-/// ([`Stepper`]) by a token; this type only binds it.
+/// A generation's stepper with the model it steps (the generation keeps the model alive).
+enum Run {
+    Cpu(Rc<Model>, Stepper<KvCache>),
+    #[cfg(feature = "gpu")]
+    Gpu(Rc<Model<GpuBackend>>, Stepper<GpuCache>),
+}
+
+/// `$body` with `$m`, `$s` bound to the run's model and stepper.
+macro_rules! on_run {
+    ($run:expr, $m:ident, $s:ident => $body:expr) => {
+        match $run {
+            Run::Cpu($m, $s) => $body,
+            #[cfg(feature = "gpu")]
+            Run::Gpu($m, $s) => $body,
+        }
+    };
+}
+
+struct GenState {
+    run: Run,
+    tokenizer: Option<Rc<Tokenizer>>,
+    token: u32,
+}
+
+fn busy_err() -> JsValue {
+    js_err(Error::InvalidInput("a step of this generation is still running; await it first".into()))
+}
+
+/// One streaming generation: each step advances the crate's one generation loop ([`Stepper`])
+/// by a token; this type only binds it. `step` runs on the wasm backend; `stepAsync` on either
+/// (a GPU step awaits its readback).
 #[wasm_bindgen]
 pub struct Generation {
-    model: Rc<Model>,
-    tokenizer: Option<Rc<Tokenizer>>,
-    stepper: Stepper<KvCache>,
-    token: u32,
+    state: Rc<RefCell<GenState>>,
+}
+
+impl Generation {
+    /// Reads the state; while a `stepAsync` runs, `f` of a default view instead.
+    fn view<T: Default>(&self, f: impl FnOnce(&GenState) -> T) -> T {
+        self.state.try_borrow().map(|g| f(&g)).unwrap_or_default()
+    }
 }
 
 #[wasm_bindgen]
@@ -459,22 +612,50 @@ impl Generation {
     /// `false` when generation has finished (`finishReason` says why; `text` holds any tail). A
     /// token that completes a stop string or fills the context comes with `finishReason` set.
     pub fn step(&mut self) -> Result<bool, JsValue> {
-        let got = self.stepper.step(&self.model, self.tokenizer.as_deref()).map_err(js_err)?;
+        let mut guard = self.state.try_borrow_mut().map_err(|_| busy_err())?;
+        let g = &mut *guard;
+        let tok = g.tokenizer.clone();
+        let got = match &mut g.run {
+            Run::Cpu(m, s) => s.step(m, tok.as_deref()).map_err(js_err)?,
+            #[cfg(feature = "gpu")]
+            Run::Gpu(..) => {
+                return Err(js_err(Error::Unsupported("a WebGPU generation steps with stepAsync()".into())));
+            }
+        };
         if let Some(id) = got {
-            self.token = id;
+            g.token = id;
         }
         Ok(got.is_some())
     }
 
+    /// [`Generation::step`] as a promise of the same boolean, on either backend.
+    #[wasm_bindgen(js_name = stepAsync)]
+    pub fn step_async(&self) -> js_sys::Promise {
+        let state = self.state.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut guard = state.try_borrow_mut().map_err(|_| busy_err())?;
+            let g = &mut *guard;
+            let tok = g.tokenizer.clone();
+            let got = on_run!(&mut g.run, m, s => s.step_async(m, tok.as_deref()).await).map_err(js_err)?;
+            if let Some(id) = got {
+                g.token = id;
+            }
+            Ok(JsValue::from_bool(got.is_some()))
+        })
+    }
+
     /// Ends the generation early: no more tokens; `text` then holds any held-back tail.
     pub fn stop(&mut self) -> Result<(), JsValue> {
-        self.stepper.stop(self.tokenizer.as_deref()).map_err(js_err)
+        let mut guard = self.state.try_borrow_mut().map_err(|_| busy_err())?;
+        let g = &mut *guard;
+        let tok = g.tokenizer.clone();
+        on_run!(&mut g.run, _m, s => s.stop(tok.as_deref())).map_err(js_err)
     }
 
     /// The token produced by the last `step`.
     #[wasm_bindgen(getter)]
     pub fn token(&self) -> u32 {
-        self.token
+        self.view(|g| g.token)
     }
 
     /// Active experts of the last token: `wordsPerLayer` u32 words per layer, bit `e % 32` of word
@@ -482,36 +663,101 @@ impl Generation {
     /// token that filled the context) or for dense-FFN models.
     #[wasm_bindgen(getter)]
     pub fn experts(&self) -> Vec<u32> {
-        self.stepper.experts().to_vec()
+        self.view(|g| on_run!(&g.run, _m, s => s.experts()).to_vec())
     }
 
     /// New text since the previous `step` (may be empty).
     #[wasm_bindgen(getter)]
     pub fn text(&self) -> String {
-        self.stepper.text().to_string()
+        self.view(|g| on_run!(&g.run, _m, s => s.text()).to_string())
     }
 
     /// `"length"`, `"eos"`, `"stop"` (a stop token id or string) or `"context"`; `undefined`
     /// while running.
     #[wasm_bindgen(getter, js_name = finishReason)]
     pub fn finish_reason(&self) -> Option<String> {
-        self.stepper.finish_reason().map(|r| r.as_str().to_string())
+        self.view(|g| on_run!(&g.run, _m, s => s.finish_reason()).map(|r| r.as_str().to_string()))
     }
 
     /// Every id generated so far.
     #[wasm_bindgen(getter)]
     pub fn ids(&self) -> Vec<u32> {
-        self.stepper.ids().to_vec()
+        self.view(|g| on_run!(&g.run, _m, s => s.ids()).to_vec())
     }
 
     #[wasm_bindgen(getter, js_name = promptTokens)]
     pub fn prompt_tokens(&self) -> usize {
-        self.stepper.prompt_len()
+        self.view(|g| on_run!(&g.run, _m, s => s.prompt_len()))
     }
 
     /// Running sparsity over the generated tokens (one segment; definitions of `metrics.rs`):
     /// `{ tokens, tls, cls: { "1": …, …, "64": … }, reuse }`, `null` where undefined.
     pub fn stats(&self) -> Result<JsValue, JsValue> {
-        to_js(&self.stepper.sparsity())
+        let g = self.state.try_borrow().map_err(|_| busy_err())?;
+        let report = on_run!(&g.run, _m, s => s.sparsity());
+        to_js(&report)
+    }
+}
+
+/// A WebGPU adapter and device (WebGPU build), requested once per engine load: its facts tell
+/// `backend: 'auto'` whether to use it, and [`Engine::on_gpu`] takes it.
+#[cfg(feature = "gpu")]
+#[wasm_bindgen]
+pub struct GpuDevice {
+    gpu: Option<Gpu>,
+    info: GpuInfo,
+    fallback: Option<String>,
+}
+
+#[cfg(feature = "gpu")]
+#[derive(Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct GpuInfo {
+    name: String,
+    /// A software renderer (SwiftShader, lavapipe): correct, but slower than the wasm kernels.
+    software: bool,
+    backend: String,
+    max_binding_bytes: f64,
+    max_buffer_bytes: f64,
+}
+
+/// Requests the browser's WebGPU adapter and a device with its full limits; rejects with
+/// `Unsupported` when there is none (no `navigator.gpu`, or no adapter).
+#[cfg(feature = "gpu")]
+#[wasm_bindgen(js_name = requestGpu)]
+pub async fn request_gpu() -> Result<GpuDevice, JsValue> {
+    let has_gpu = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+        .ok()
+        .filter(|n| n.is_object())
+        .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()).ok())
+        .is_some_and(|g| g.is_object());
+    if !has_gpu {
+        return Err(js_err(Error::Unsupported("WebGPU is not available here (no navigator.gpu)".into())));
+    }
+    let gpu = Gpu::new().await.map_err(js_err)?;
+    let i = &gpu.info;
+    let info = GpuInfo {
+        name: i.name.clone(),
+        software: i.device_type == wgpu::DeviceType::Cpu,
+        backend: format!("{:?}", i.backend),
+        max_binding_bytes: gpu.max_binding() as f64,
+        max_buffer_bytes: gpu.limits.max_buffer_size as f64,
+    };
+    Ok(GpuDevice { gpu: Some(gpu), info, fallback: None })
+}
+
+#[cfg(feature = "gpu")]
+#[wasm_bindgen]
+impl GpuDevice {
+    /// `{ name, software, backend, maxBindingBytes, maxBufferBytes }` of the adapter.
+    #[wasm_bindgen(getter)]
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.info)
+    }
+
+    /// Why [`Engine::on_gpu`] fell back to the CPU, if it did.
+    #[wasm_bindgen(getter)]
+    pub fn fallback(&self) -> Option<String> {
+        self.fallback.clone()
     }
 }

@@ -201,3 +201,20 @@ fn gpu_rejects_oversized_spans_with_a_typed_error() {
     // The backend is still usable after the error.
     assert_eq!(gpu.forward(&mut cache, &ids[..3], FfnMode::Sparse, Logits::Last).unwrap().logits.len(), 1);
 }
+
+#[test]
+fn a_lost_device_is_a_typed_error_and_a_new_load_works() {
+    let Some((_, gpu)) = both(&fixture("mla_block_linear").join("runtime")) else { return };
+    let ids = [1u32, 5, 9];
+    let mut cache = gpu.new_cache().unwrap();
+    let want = gpu.forward(&mut cache, &ids, FfnMode::Sparse, Logits::Last).unwrap().logits;
+    gpu.backend().gpu().device.destroy();
+    let mut cache = gpu.new_cache().unwrap();
+    let e = gpu.forward(&mut cache, &ids, FfnMode::Sparse, Logits::Last).unwrap_err();
+    assert_eq!(e.code(), "DeviceLost", "{e}");
+    assert!(e.to_string().contains("load the model again"), "{e}");
+    // Loading again (a fresh device) gives the same logits.
+    let Some((_, again)) = both(&fixture("mla_block_linear").join("runtime")) else { return };
+    let mut cache = again.new_cache().unwrap();
+    assert_eq!(again.forward(&mut cache, &ids, FfnMode::Sparse, Logits::Last).unwrap().logits, want);
+}

@@ -24,6 +24,9 @@ const state = {
   runtime: null,
   source: null, // what the loaded model came from (URL string or File[])
   sourceLabel: '',
+  // Where models run: ?backend=auto|webgpu|wasm, then the selector (loads the model again).
+  backend: ['auto', 'webgpu', 'wasm'].includes(params.get('backend')) ? params.get('backend') : 'auto',
+  loadedBackend: 'auto',
   busy: null, // null | 'load' | 'generate' | 'compare'
   abort: null,
   messages: [], // chat history (ChatML messages)
@@ -45,7 +48,7 @@ function setBusy(b) {
   $('stop').disabled = !(b === 'generate' || b === 'compare');
   $('load-url').disabled = b !== null;
   $('load-default').disabled = b !== null;
-  for (const id of ['pick-dir', 'pick-files']) $(id).disabled = b !== null;
+  for (const id of ['pick-dir', 'pick-files', 'backend-choice']) $(id).disabled = b !== null;
   $('progress-box').hidden = b !== 'load';
   if (b === 'load') setState('loading', 'loading model…');
   else if (b === 'generate') setState('generating', 'generating…');

@@ -259,7 +259,7 @@ impl Backend for Cpu {
     }
 
     /// One product for all requested positions.
-    fn head(&self, a: &mut CpuActs, from: usize, _experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>> {
+    async fn head(&self, a: &mut CpuActs, from: usize, _experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         let (hsz, vocab) = (cfg.hidden_size, cfg.vocab_size);
         let hs = &a.h[(from * hsz).min(a.h.len())..];

@@ -144,13 +144,20 @@ struct Busy {
 struct BusyGuard(Arc<Busy>);
 
 impl BusyGuard {
-    fn take(b: &Arc<Busy>) -> BusyGuard {
+    /// Waits for the running span natively (eval's threads); in a browser nothing can wait (one
+    /// thread), so a second span while one awaits its readback is refused.
+    fn take(b: &Arc<Busy>) -> Result<BusyGuard> {
         let mut t = b.taken.lock().unwrap_or_else(|e| e.into_inner());
         while *t {
+            if cfg!(target_arch = "wasm32") {
+                return Err(Error::InvalidInput(
+                    "the GPU is still running another step of this model; await it before starting the next".into(),
+                ));
+            }
             t = b.freed.wait(t).unwrap_or_else(|e| e.into_inner());
         }
         *t = true;
-        BusyGuard(b.clone())
+        Ok(BusyGuard(b.clone()))
     }
 }
 
@@ -244,6 +251,40 @@ impl SeqCache for GpuCache {
     }
 }
 
+/// The widths of a span's activations, per token.
+struct Widths {
+    /// The FFN's intermediate width (all experts side by side).
+    ffn: usize,
+    expert: usize,
+    q: usize,
+    kv: usize,
+    o: usize,
+    /// MLA's absorbed query (`heads · kv_lora_rank`); 0 for GQA.
+    absorb: usize,
+    /// Floats one position takes in a layer's cache.
+    cache_row: usize,
+}
+
+impl Widths {
+    fn of(cfg: &ModelConfig) -> Widths {
+        let heads = cfg.num_attention_heads;
+        let (ffn, expert) = match cfg.ffn {
+            Ffn::Block { num_experts, expert_size, .. } => (num_experts * expert_size, expert_size),
+            Ffn::Dense { intermediate_size, .. } => (intermediate_size, 0),
+        };
+        match &cfg.attention {
+            Attention::Mla(d) => {
+                let row = d.kv_lora_rank + d.qk_rope_head_dim;
+                Widths { ffn, expert, q: heads * d.q_head_dim(), kv: row, o: heads * d.v_head_dim, absorb: heads * d.kv_lora_rank, cache_row: row }
+            }
+            Attention::Vanilla { num_key_value_heads, head_dim } => {
+                let kv = num_key_value_heads * head_dim;
+                Widths { ffn, expert, q: heads * head_dim, kv, o: heads * head_dim, absorb: 0, cache_row: 2 * kv }
+            }
+        }
+    }
+}
+
 fn gpu_dtype_bytes(t: &TensorInfo) -> u64 {
     let per = match t.dtype {
         DType::F32 => 4,
@@ -258,17 +299,19 @@ impl GpuBackend {
     /// Uploads the model to `gpu`: checks every tensor against the config (as the CPU backend
     /// does) and every buffer against the device's limits before anything is uploaded, then binds
     /// every command. `store` is consumed: the host copy is freed once the weights are on the GPU.
-    pub fn new(gpu: Gpu, config: ModelConfig, store: WeightStore) -> Result<GpuBackend> {
-        let roles = RoleMap::new(&config, &store)?;
-        let cfg = &config;
-        let (hsz, heads, vocab, nl) = (cfg.hidden_size, cfg.num_attention_heads, cfg.vocab_size, cfg.num_hidden_layers);
+    /// Checks every tensor and buffer the model needs against `gpu`'s limits, uploading nothing
+    /// (`OutOfMemory` or `Unsupported` with the reason): [`GpuBackend::new`] runs it first, and a
+    /// caller choosing a backend runs it while it still holds the weights for the CPU.
+    pub fn check_fits(gpu: &Gpu, config: &ModelConfig, store: &WeightStore) -> Result<()> {
+        let roles = RoleMap::new(config, store)?;
+        let cfg = config;
+        let (heads, vocab, nl) = (cfg.num_attention_heads, cfg.vocab_size, cfg.num_hidden_layers);
         let context = cfg.max_position_embeddings;
         let ne = cfg.num_experts();
         if ne > MAX_EXPERTS {
             return Err(Error::Unsupported(format!("{ne} experts per layer: the GPU router holds at most {MAX_EXPERTS}")));
         }
         let t = |layer: Option<usize>, part: Part| roles.get(layer, part);
-
         // Sizes first: nothing is uploaded unless everything fits.
         let max = gpu.max_binding();
         let one_part = |name: &str, info: &TensorInfo| -> Result<()> {
@@ -282,10 +325,6 @@ impl GpuBackend {
             Ok(())
         };
         one_part("the embedding table", &t(None, Part::Embed)?)?;
-        let (ffn_width, de) = match cfg.ffn {
-            Ffn::Block { num_experts, expert_size, .. } => (num_experts * expert_size, expert_size),
-            Ffn::Dense { intermediate_size, .. } => (intermediate_size, 0),
-        };
         for l in 0..nl {
             if let Attention::Mla(_) = cfg.attention {
                 one_part(&format!("layer {l}'s kv_b_proj"), &t(Some(l), Part::KvB)?)?;
@@ -295,20 +334,13 @@ impl GpuBackend {
                 one_part(&format!("layer {l}'s expert down projection"), &t(Some(l), Part::DownT)?)?;
             }
         }
-        let (cache_row, q_width, kv_width, o_width, absorb_width) = match &cfg.attention {
-            Attention::Mla(d) => {
-                (d.kv_lora_rank + d.qk_rope_head_dim, heads * d.q_head_dim(), d.kv_lora_rank + d.qk_rope_head_dim, heads * d.v_head_dim, heads * d.kv_lora_rank)
-            }
-            Attention::Vanilla { num_key_value_heads, head_dim } => {
-                (2 * num_key_value_heads * head_dim, heads * head_dim, num_key_value_heads * head_dim, heads * head_dim, 0)
-            }
-        };
+        let w = Widths::of(cfg);
         let scratch_floats = [
             MAX_SPAN * heads * context,
-            MAX_SPAN * ffn_width,
+            MAX_SPAN * w.ffn,
             MAX_SPAN * vocab,
-            context * cache_row,
-            ne * MAX_SPAN * hsz,
+            context * w.cache_row,
+            ne * MAX_SPAN * cfg.hidden_size,
         ];
         for n in scratch_floats {
             if (n * 4) as u64 > max {
@@ -319,6 +351,19 @@ impl GpuBackend {
                 )));
             }
         }
+        Ok(())
+    }
+
+    pub fn new(gpu: Gpu, config: ModelConfig, store: WeightStore) -> Result<GpuBackend> {
+        Self::check_fits(&gpu, &config, &store)?;
+        let roles = RoleMap::new(&config, &store)?;
+        let cfg = &config;
+        let (hsz, heads, vocab, nl) = (cfg.hidden_size, cfg.num_attention_heads, cfg.vocab_size, cfg.num_hidden_layers);
+        let context = cfg.max_position_embeddings;
+        let ne = cfg.num_experts();
+        let t = |layer: Option<usize>, part: Part| roles.get(layer, part);
+        let Widths { ffn: ffn_width, expert: de, q: q_width, kv: kv_width, o: o_width, absorb: absorb_width, .. } =
+            Widths::of(cfg);
         let weight_bytes = store.total_bytes() as u64;
         let profile = gpu.timestamps.then(|| {
             let count = (2 * nl + 3) as u32;
@@ -527,7 +572,8 @@ impl GpuBackend {
 
     /// Ends the span's pass, copies `copies` (source, offset, words) into the readback buffer in
     /// order, submits, and returns the words read back.
-    fn submit(&self, a: &mut GpuActs, copies: &[(&wgpu::Buffer, u64, usize)]) -> Result<Vec<u32>> {
+    async fn submit(&self, a: &mut GpuActs, copies: &[(&wgpu::Buffer, u64, usize)]) -> Result<Vec<u32>> {
+        self.gpu.check_lost()?;
         self.step.write(&self.gpu, &a.span);
         a.stamp(&self.profile, 2 * self.config.num_hidden_layers + 2);
         drop(a.pass.take());
@@ -549,25 +595,7 @@ impl GpuBackend {
         if off == 0 {
             return Ok(Vec::new());
         }
-        let slice = self.sc.readback.slice(..off);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.gpu
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::DeviceLost("the readback was dropped".into()))?
-            .map_err(|e| Error::DeviceLost(format!("mapping the readback buffer: {e}")))?;
-        let out = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| Error::DeviceLost(format!("reading the readback buffer: {e}")))?;
-            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
-        };
-        self.sc.readback.unmap();
+        let out = self.gpu.map_read(&self.sc.readback, off).await?;
         if let Some(p) = &self.profile {
             let n = 2 * p.count as usize;
             let ticks: Vec<u64> = out[out.len().saturating_sub(n)..]
@@ -698,7 +726,8 @@ impl Backend for GpuBackend {
                 ids.len()
             )));
         }
-        let busy = BusyGuard::take(&self.busy);
+        self.gpu.check_lost()?;
+        let busy = BusyGuard::take(&self.busy)?;
         self.gpu.queue.write_buffer(&self.sc.ids, 0, bytemuck::cast_slice(ids));
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         let pass = enc.begin_compute_pass(&Default::default()).forget_lifetime();
@@ -726,7 +755,7 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
-    fn head(&self, h: &mut GpuActs, from: usize, experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>> {
+    async fn head(&self, h: &mut GpuActs, from: usize, experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>> {
         let k = h.span.k;
         let vocab = self.config.vocab_size;
         h.span.head_from = from.min(k);
@@ -736,7 +765,7 @@ impl Backend for GpuBackend {
             h.record(&self.head_cmds);
         }
         let mw = self.mask_words(k);
-        let words = self.submit(h, &[(&self.sc.masks, 0, mw), (&self.sc.logits, 0, rows * vocab)])?;
+        let words = self.submit(h, &[(&self.sc.masks, 0, mw), (&self.sc.logits, 0, rows * vocab)]).await?;
         fill_masks(experts, &words, mw)?;
         let logits: &[f32] = bytemuck::cast_slice(words.get(mw..mw + rows * vocab).unwrap_or_default());
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
@@ -755,7 +784,13 @@ impl Backend for GpuBackend {
         Some(self.dispatches.load(Ordering::Relaxed))
     }
 
-    fn head_greedy(&self, h: &mut GpuActs, penalty: f32, context: &[u32], experts: &mut ExpertMasks) -> Result<u32> {
+    async fn head_greedy(
+        &self,
+        h: &mut GpuActs,
+        penalty: f32,
+        context: &[u32],
+        experts: &mut ExpertMasks,
+    ) -> Result<u32> {
         let k = h.span.k;
         let vocab = self.config.vocab_size;
         h.span.head_from = k - 1;
@@ -772,7 +807,7 @@ impl Backend for GpuBackend {
         h.record(&self.head_cmds);
         h.record(std::slice::from_ref(&self.argmax_cmd));
         let mw = self.mask_words(k);
-        let words = self.submit(h, &[(&self.sc.masks, 0, mw), (&self.sc.picked, 0, 2)])?;
+        let words = self.submit(h, &[(&self.sc.masks, 0, mw), (&self.sc.picked, 0, 2)]).await?;
         fill_masks(experts, &words, mw)?;
         let (id, nonfinite) = (words[mw], words[mw + 1]);
         if nonfinite != 0 {

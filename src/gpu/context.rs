@@ -2,8 +2,10 @@
 //! modules, pipelines, storage buffers, blocking readback for tests and the CLI).
 
 use std::borrow::Cow;
-
-use wgpu::util::DeviceExt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use crate::{Error, Result};
 
@@ -17,6 +19,32 @@ pub struct Gpu {
     /// Timestamp queries inside passes are on (BLOCKFFN_GPU_PROFILE=1 and the adapter has them):
     /// the backend then times every layer of a span on the GPU.
     pub timestamps: bool,
+    /// Why the device can no longer be used (lost, or a failed operation), once that happened.
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+#[derive(Default)]
+struct MapState {
+    result: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+    waker: Option<Waker>,
+}
+
+/// Resolves when a `map_async` callback has run.
+#[derive(Default)]
+struct Mapped(Arc<Mutex<MapState>>);
+
+impl Future for Mapped {
+    type Output = std::result::Result<(), wgpu::BufferAsyncError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match st.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                st.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl Gpu {
@@ -49,7 +77,20 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Unsupported(format!("the GPU adapter {} refused a device: {e}", info.name)))?;
-        Ok(Gpu { device, queue, info, limits, timestamps })
+        // wgpu's default for an uncaptured error is a panic, which would trap the wasm instance:
+        // keep the first one instead, and fail the next readback with it.
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let l = lost.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            l.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| format!("the GPU reported an error: {e}"));
+        }));
+        let l = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            l.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| format!("the GPU device was lost ({reason:?}: {msg})"));
+        });
+        Ok(Gpu { device, queue, info, limits, timestamps, lost })
     }
 
     /// [`Gpu::new`], blocking (native only).
@@ -90,11 +131,20 @@ impl Gpu {
             padded = v;
             &padded
         };
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        self.buffer_with(label, contents, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST)
+    }
+
+    /// A buffer holding `contents` (a multiple of 4 bytes), written through the queue: unlike
+    /// `create_buffer_init` this cannot panic when the device is gone (the next readback reports it).
+    fn buffer_with(&self, label: &str, contents: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            contents,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        })
+            size: contents.len().max(4) as u64,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&b, 0, contents);
+        b
     }
 
     /// An uninitialised (zeroed) f32 storage buffer of `len` values.
@@ -109,11 +159,7 @@ impl Gpu {
 
     /// A small uniform buffer of `u32` parameters.
     pub fn uniform(&self, label: &str, params: &[u32]) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+        self.buffer_with(label, bytemuck::cast_slice(params), wgpu::BufferUsages::UNIFORM)
     }
 
     /// The first `len` f32 values of `buffer`, copied back (blocking; native only). For tests and
@@ -130,23 +176,50 @@ impl Gpu {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let words = crate::ready::ready(self.map_read(&staging, size))?;
+        Ok(bytemuck::cast_slice::<u32, f32>(&words)[..len].to_vec())
+    }
+
+    /// The first `size` bytes (a multiple of 4) of a `MAP_READ` buffer once the work submitted
+    /// before has finished, as words; the buffer is unmapped again. Natively this blocks on the
+    /// device, so the future is ready at once; in a browser it resolves on the event loop.
+    pub async fn map_read(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u32>> {
+        self.check_lost()?;
+        let slice = buffer.slice(..size);
+        let mapped = Mapped::default();
+        let done = mapped.0.clone();
         slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
+            let mut st = done.lock().unwrap_or_else(|e| e.into_inner());
+            st.result = Some(r);
+            if let Some(w) = st.waker.take() {
+                w.wake();
+            }
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::DeviceLost("the readback was dropped".into()))?
-            .map_err(|e| Error::DeviceLost(format!("mapping the readback buffer: {e}")))?;
-        let view =
-            slice.get_mapped_range().map_err(|e| Error::DeviceLost(format!("reading the readback buffer: {e}")))?;
-        let out = bytemuck::cast_slice::<u8, f32>(&view)[..len].to_vec();
-        drop(view);
-        staging.unmap();
+        if let Err(e) = mapped.await {
+            self.check_lost()?;
+            return Err(Error::DeviceLost(format!("mapping the readback buffer: {e}")));
+        }
+        let out = {
+            let view =
+                slice.get_mapped_range().map_err(|e| Error::DeviceLost(format!("reading the readback buffer: {e}")))?;
+            bytemuck::cast_slice::<u8, u32>(&view).to_vec()
+        };
+        buffer.unmap();
+        self.check_lost()?;
         Ok(out)
+    }
+
+    /// `DeviceLost` once the device is gone or an operation failed on it (the first error is
+    /// kept): nothing computed after that can be trusted, and the model must be loaded again.
+    pub fn check_lost(&self) -> Result<()> {
+        match self.lost.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(why) => Err(Error::DeviceLost(format!("{why}; load the model again"))),
+            None => Ok(()),
+        }
     }
 
     /// Records `f` into one compute pass and submits it.

@@ -8,10 +8,11 @@
 //! Status: [`backend::GpuBackend`] runs the whole forward natively (CLI `--backend gpu`): the
 //! KV cache on the GPU, routing and the union of active experts compacted on the GPU, one
 //! submission per span, only masks and the greedy id (or requested logits) read back. Equal to the
-//! CPU engine within float rounding on every fixture and dtype (tests/gpu_model.rs). Not yet: the
-//! browser (wasm32 + WebGPU) build and its JS backend option, a streaming upload from the
-//! loader's weight sink, sampling other than greedy on the device, and fast kernels: the first
-//! versions are simple and far from the memory roofline (BENCHMARKS.md, "GPU path").
+//! CPU engine within float rounding on every fixture and dtype (tests/gpu_model.rs), and the same
+//! code runs in the browser through WebGPU (the npm package's `backend: 'webgpu'`;
+//! tests/browser/webgpu.test.mjs). Not yet: a streaming upload from the loader's weight sink,
+//! sampling other than greedy on the device, and fast kernels: the first versions are simple and
+//! far from the memory roofline (BENCHMARKS.md, "GPU path").
 
 pub mod backend;
 pub mod context;

@@ -12,6 +12,7 @@ use crate::config::ModelConfig;
 use crate::cpu::Cpu;
 use crate::experts::ExpertMasks;
 use crate::tensor::DType;
+use crate::ready::ready;
 use crate::weights::WeightStore;
 use crate::{Error, Result};
 
@@ -134,6 +135,17 @@ impl<B: Backend> Model<B> {
     /// blocks of [`PREFILL_BLOCK`] tokens ([`Model::forward_span`]): every weight is read once per
     /// block, not once per token, with the same result as running the tokens one by one.
     pub fn forward(&self, cache: &mut B::Cache, ids: &[u32], mode: FfnMode, logits: Logits) -> Result<ForwardOut> {
+        ready(self.forward_async(cache, ids, mode, logits))
+    }
+
+    /// [`Model::forward`] for every backend, a browser GPU's included (see [`crate::ready`]).
+    pub async fn forward_async(
+        &self,
+        cache: &mut B::Cache,
+        ids: &[u32],
+        mode: FfnMode,
+        logits: Logits,
+    ) -> Result<ForwardOut> {
         self.check_ids(cache, ids)?;
         let mut out = ForwardOut::default();
         let blocks = ids.len().div_ceil(PREFILL_BLOCK);
@@ -142,7 +154,7 @@ impl<B: Backend> Model<B> {
                 Logits::Last if b + 1 < blocks => Logits::None,
                 l => l,
             };
-            let o = self.forward_span(cache, block, mode, want)?;
+            let o = self.forward_span(cache, block, mode, want).await?;
             out.logits.extend(o.logits);
             out.experts.extend(&o.experts);
         }
@@ -155,8 +167,13 @@ impl<B: Backend> Model<B> {
     /// expert of the union once. Same results as [`Model::forward`] with [`FfnMode::Sparse`]
     /// (bit-identical with the same kernels), same active sets.
     pub fn forward_chunk(&self, cache: &mut B::Cache, ids: &[u32], logits: Logits) -> Result<ForwardOut> {
+        ready(self.forward_chunk_async(cache, ids, logits))
+    }
+
+    /// [`Model::forward_chunk`] for every backend.
+    pub async fn forward_chunk_async(&self, cache: &mut B::Cache, ids: &[u32], logits: Logits) -> Result<ForwardOut> {
         self.check_ids(cache, ids)?;
-        let out = self.forward_span(cache, ids, FfnMode::Sparse, logits)?;
+        let out = self.forward_span(cache, ids, FfnMode::Sparse, logits).await?;
         check_finite(&out.logits)?;
         Ok(out)
     }
@@ -173,16 +190,28 @@ impl<B: Backend> Model<B> {
         penalty: f32,
         context: &[u32],
     ) -> Result<(u32, ExpertMasks)> {
+        ready(self.forward_greedy_async(cache, ids, mode, penalty, context))
+    }
+
+    /// [`Model::forward_greedy`] for every backend.
+    pub async fn forward_greedy_async(
+        &self,
+        cache: &mut B::Cache,
+        ids: &[u32],
+        mode: FfnMode,
+        penalty: f32,
+        context: &[u32],
+    ) -> Result<(u32, ExpertMasks)> {
         self.check_ids(cache, ids)?;
         let mut experts = ExpertMasks::default();
         let blocks = ids.len().div_ceil(PREFILL_BLOCK);
         for (b, block) in ids.chunks(PREFILL_BLOCK).enumerate() {
             let (mut h, mut ex) = self.run_layers(cache, block, mode)?;
             if b + 1 < blocks {
-                self.backend.head(&mut h, block.len(), &mut ex)?;
+                self.backend.head(&mut h, block.len(), &mut ex).await?;
                 experts.extend(&ex);
             } else {
-                let id = self.backend.head_greedy(&mut h, penalty, context, &mut ex)?;
+                let id = self.backend.head_greedy(&mut h, penalty, context, &mut ex).await?;
                 experts.extend(&ex);
                 return Ok((id, experts));
             }
@@ -211,7 +240,13 @@ impl<B: Backend> Model<B> {
         Ok((h, experts))
     }
 
-    fn forward_span(&self, cache: &mut B::Cache, ids: &[u32], mode: FfnMode, logits: Logits) -> Result<ForwardOut> {
+    async fn forward_span(
+        &self,
+        cache: &mut B::Cache,
+        ids: &[u32],
+        mode: FfnMode,
+        logits: Logits,
+    ) -> Result<ForwardOut> {
         let k = ids.len();
         let (mut h, mut experts) = self.run_layers(cache, ids, mode)?;
         let first = match logits {
@@ -219,7 +254,7 @@ impl<B: Backend> Model<B> {
             Logits::Last => k.saturating_sub(1),
             Logits::None => k,
         };
-        let logits = self.backend.head(&mut h, first, &mut experts)?;
+        let logits = self.backend.head(&mut h, first, &mut experts).await?;
         Ok(ForwardOut { logits, experts })
     }
 }

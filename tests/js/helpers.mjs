@@ -105,9 +105,10 @@ export async function startServePy(site, extraArgs = []) {
 
 /**
  * Headless system Chromium (CHROMIUM or /usr/bin/chromium, through playwright-core) with a fresh
- * profile in `profileDir`; `options` are passed to launchPersistentContext (e.g. a viewport).
+ * profile in `profileDir`; `options` are passed to launchPersistentContext (e.g. a viewport);
+ * `webgpu` turns WebGPU on.
  */
-export async function launchChromium(profileDir, options = {}) {
+export async function launchChromium(profileDir, options = {}, { webgpu = false } = {}) {
   const { chromium } = await import('playwright-core');
   return chromium.launchPersistentContext(profileDir, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -120,6 +121,8 @@ export async function launchChromium(profileDir, options = {}) {
       '--disable-component-update',
       '--disable-sync',
       '--disable-dev-shm-usage',
+      // WebGPU on Chromium's bundled SwiftShader (a software adapter): real WebGPU with no GPU.
+      ...(webgpu ? ['--enable-unsafe-webgpu'] : []),
     ],
     ...options,
   });

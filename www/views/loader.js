@@ -74,7 +74,8 @@ export function createLoader(ctx) {
   async function load(source, label) {
     if (state.busy) return false;
     clearError();
-    const previous = state.source ? { source: state.source, label: state.sourceLabel } : null;
+    const previous = state.source ? { source: state.source, label: state.sourceLabel, backend: state.loadedBackend } : null;
+    const backend = state.backend;
     const ctrl = new AbortController();
     state.abort = ctrl;
     ctx.setBusy('load');
@@ -92,7 +93,8 @@ export function createLoader(ctx) {
     };
     try {
       if (typeof source === 'string') await refreshStaleCache(source);
-      const info = await state.engine.load(source, { onProgress, signal: ctrl.signal });
+      const info = await state.engine.load(source, { onProgress, signal: ctrl.signal, backend });
+      state.loadedBackend = backend;
       modelReady(info, source, label);
       return true;
     } catch (e) {
@@ -101,7 +103,9 @@ export function createLoader(ctx) {
       if (previous) {
         text.textContent = `Loading ${previous.label} again…`;
         try {
-          const info = await state.engine.load(previous.source, { onProgress });
+          const info = await state.engine.load(previous.source, { onProgress, backend: previous.backend });
+          state.backend = previous.backend;
+          $('backend-choice').value = previous.backend;
           modelReady(info, previous.source, previous.label, { keepChat: true });
           $('alert-detail').textContent += ` ${previous.label} is loaded again.`;
         } catch (e2) {
@@ -160,13 +164,28 @@ export function createLoader(ctx) {
     try {
       state.runtime = await state.engine.runtimeInfo();
       const r = state.runtime;
-      $('backend').textContent = `${r.backend} · Web Worker${r.crossOriginIsolated ? ' · cross-origin isolated' : ''}`;
+      const gpu = r.backend === 'webgpu' && r.gpu && r.gpu.name ? ` (${r.gpu.name})` : '';
+      $('backend').textContent = `${r.backend}${gpu} · Web Worker${r.crossOriginIsolated ? ' · cross-origin isolated' : ''}`;
+      // Why this backend (e.g. why auto did not take WebGPU): on hover, and for screen readers.
+      $('backend').title = r.backendReason ?? '';
+      $('backend').setAttribute('aria-description', r.backendReason ?? '');
     } catch {
       /* the worker died: the next call reports it */
     }
   }
 
   function wire() {
+    const choice = $('backend-choice');
+    choice.value = state.backend;
+    choice.addEventListener('change', () => {
+      if (state.busy) {
+        choice.value = state.backend;
+        return;
+      }
+      state.backend = choice.value;
+      // The model runs where it was loaded: switching loads it again on the new backend.
+      if (state.source) load(state.source, state.sourceLabel);
+    });
     $('url-form').addEventListener('submit', (e) => {
       e.preventDefault();
       const url = $('model-url').value.trim();

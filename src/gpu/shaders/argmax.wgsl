@@ -35,7 +35,7 @@ fn penalised(i: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn argmax(@builtin(local_invocation_index) lid: u32) {
-    var bv = -3.40282347e38;
+    var bv = -3.4028234663852886e38;
     var bi = 0xffffffffu;
     if (lid == 0u) {
         atomicStore(&nonfinite, 0u);

@@ -69,7 +69,7 @@ fn route(@builtin(local_invocation_index) lid: u32) {
         let o = t * p.ne;
         if (p.norm == 3u) {
             // Softmax over all logits, as kernels::scalar::softmax.
-            var m = -3.40282347e38;
+            var m = -3.4028234663852886e38;
             for (var e = lid; e < p.ne; e += WG) {
                 m = max(m, a[o + e]);
             }

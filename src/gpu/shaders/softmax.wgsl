@@ -26,7 +26,7 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         o = wid.x * step.t_len;
         n = step.pos0 + wid.x / p.heads + 1u;
     }
-    var m = -3.40282347e38;
+    var m = -3.4028234663852886e38;
     for (var i = lid; i < n; i += WG) {
         m = max(m, x[o + i]);
     }
