@@ -27,7 +27,20 @@ function yieldToEventLoop() {
   return new Promise((r) => setTimeout(r, 0));
 }
 
-const GENERATE_OPTIONS = ['maxTokens', 'temperature', 'topK', 'topP', 'repetitionPenalty', 'seed', 'stop', 'ignoreEos', 'signal', 'mode'];
+const GENERATE_OPTIONS = [
+  'maxTokens', 'temperature', 'topK', 'topP', 'repetitionPenalty', 'seed', 'stop', 'ignoreEos', 'signal', 'mode',
+  'speculative', 'draftLen',
+];
+
+/** `speculative` as the wasm side takes it: 'off', 'ngram' or 'auto'. */
+function speculativeOption(v) {
+  if (v === undefined || v === false || v === 'off') return 'off';
+  if (v === 'auto' || v === 'ngram') return v;
+  if (v === 'eagle') {
+    throw new BlockffnError('Unsupported', "speculative: 'eagle' needs a draft head, and this package has none; use 'auto' or 'ngram'");
+  }
+  throw new BlockffnError('InvalidInput', `speculative must be 'auto', 'ngram' or false, got ${describe(v)}`);
+}
 const LOAD_OPTIONS = ['onProgress', 'signal', 'cache', 'dtype', 'maxMemoryBytes', 'backend'];
 const BACKENDS = ['auto', 'webgpu', 'wasm'];
 /** More ids than any context holds: refused before anything is allocated for them. */
@@ -61,6 +74,8 @@ function generationOptions(options) {
       seed,
       dense: mode === 'dense',
       ignoreEos: optBoolean(o, 'ignoreEos') ?? false,
+      speculative: speculativeOption(o.speculative),
+      draftLen: o.draftLen === 'auto' ? undefined : optNumber(o, 'draftLen', { min: 1, max: 15, integer: true }),
     },
     stop,
     signal: checkSignal(o.signal),
@@ -178,6 +193,7 @@ export class LocalEngine {
     this._simd = options.simd ?? 'auto';
     this._backend = checkBackend(options.backend ?? 'auto');
     this._lastBackend = null; // { requested, reason, gpu } of the last load
+    this._noGpu = null; // why 'auto' found no usable WebGPU adapter, once it looked
     this._model = null; // { engine, epoch, info }
     /** Loads not settled yet: { ctrl, settled }. A newer load() or unload() aborts them all. */
     this._loads = new Set();
@@ -234,7 +250,9 @@ export class LocalEngine {
   async _loadNow(wasm, source, options) {
     this._freeModel();
     const requested = options.backend ?? this._backend;
-    const gpu = await acquireGpu(wasm, requested);
+    // 'auto' asks the browser once: without a (hardware) adapter, later loads go straight to wasm.
+    const gpu = requested === 'auto' && this._noGpu ? { ...this._noGpu } : await acquireGpu(wasm, requested);
+    if (requested === 'auto' && !gpu.device) this._noGpu = { ...gpu };
     let r;
     try {
       r = await loadModel(wasm, source, { ...options, gpu: gpu.device, gpuFallback: requested === 'auto' });
@@ -423,16 +441,19 @@ export class LocalEngine {
     const t0 = now();
     let tFirst = 0;
     let n = 0;
+    let nFirst = 0; // tokens of the first chunk (the prompt's forward): not decode speed
     const stats = () => {
       const t = now();
       const s = gen.stats();
       const decodeMs = tFirst ? t - tFirst : 0;
+      const spec = gen.speculationTotals;
       return {
         ...s,
+        ...(spec ? { speculation: spec } : {}),
         promptTokens: gen.promptTokens,
         elapsedMs: t - t0,
         prefillMs: tFirst ? tFirst - t0 : t - t0,
-        tokensPerSecond: n > 1 && decodeMs > 0 ? ((n - 1) * 1000) / decodeMs : n > 0 ? (n * 1000) / (t - t0) : 0,
+        tokensPerSecond: n > nFirst && decodeMs > 0 ? ((n - nFirst) * 1000) / decodeMs : n > 0 ? (n * 1000) / (t - t0) : 0,
       };
     };
     const onGpu = m.info.backend === 'webgpu';
@@ -442,17 +463,25 @@ export class LocalEngine {
       // A GPU step awaits its readback on the event loop; a wasm step finishes in the call.
       const more = onGpu ? await gen.stepAsync() : gen.step();
       if (more) {
-        n++;
-        if (n === 1) tFirst = now();
+        n += gen.tokens.length;
+        if (tFirst === 0) {
+          tFirst = now();
+          nFirst = n;
+        }
       }
       const text = gen.text;
-      const tokenIds = more ? [gen.token] : [];
-      const experts = more ? [gen.experts] : [];
+      // A speculative step can emit several tokens; their masks come one after another.
+      const tokenIds = more ? Array.from(gen.tokens) : [];
+      const all = more ? gen.experts : new Uint32Array(0);
+      const per = tokenIds.length ? all.length / tokenIds.length : 0;
+      const experts = tokenIds.map((_, i) => all.slice(i * per, (i + 1) * per));
+      const speculation = gen.speculation;
+      const extra = speculation ? { speculation } : {};
       // A token that completes a stop string ends the stream with it.
       if (!more || gen.finishReason === 'stop') {
-        return { last: true, chunk: { text, tokenIds, experts, stats: stats(), finishReason: gen.finishReason } };
+        return { last: true, chunk: { text, tokenIds, experts, ...extra, stats: stats(), finishReason: gen.finishReason } };
       }
-      return { last: false, chunk: { text, tokenIds, experts, stats: stats() } };
+      return { last: false, chunk: { text, tokenIds, experts, ...extra, stats: stats() } };
     };
     try {
       for (;;) {

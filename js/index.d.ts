@@ -187,6 +187,33 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** "sparse" (default) computes only active experts; "dense" computes all (same result). */
   mode?: 'sparse' | 'dense';
+  /**
+   * Speculative decoding: 'ngram' (prompt lookup) drafts tokens that one forward verifies over the
+   * union of their experts; greedy output is identical to plain decoding, sampled output has the
+   * same distribution. 'auto' picks the drafter. false (default) is plain decoding. A chunk then
+   * may carry several tokens. 'eagle' rejects with Unsupported until a package ships a draft head.
+   */
+  speculative?: 'auto' | 'ngram' | 'eagle' | false;
+  /** Draft tokens per verification (1-15); 'auto' or absent: chosen per step from the measured acceptance and cost. */
+  draftLen?: number | 'auto';
+}
+
+/** What one speculative step did. */
+export interface SpeculationStep {
+  /** Draft tokens verified (0: a plain step). */
+  drafted: number;
+  accepted: number;
+  /** Per layer: experts active for at least one token of the verified span (what the verification read). */
+  union: number[];
+}
+
+export interface SpeculationTotals {
+  verifies: number;
+  plain: number;
+  drafted: number;
+  accepted: number;
+  /** Mean union size per verification, averaged over layers. */
+  meanUnion: number;
 }
 
 export interface GenerationStats {
@@ -201,8 +228,10 @@ export interface GenerationStats {
   promptTokens: number;
   elapsedMs: number;
   prefillMs: number;
-  /** Decode speed (tokens after the first, per second). */
+  /** Decode speed (tokens after the first chunk, per second). */
   tokensPerSecond: number;
+  /** With speculative decoding. */
+  speculation?: SpeculationTotals;
 }
 
 export type FinishReason = 'length' | 'eos' | 'stop' | 'context';
@@ -215,6 +244,8 @@ export interface GenerationChunk {
   /** One bitmask per token of tokenIds: wordsPerLayer u32 words per layer (empty when unknown). */
   experts: Uint32Array[];
   stats: GenerationStats;
+  /** With speculative decoding: the step that produced this chunk (the tokens after the first are accepted drafts). */
+  speculation?: SpeculationStep;
   /** Set on the last chunk only. */
   finishReason?: FinishReason;
 }

@@ -5,6 +5,7 @@ use crate::experts::ExpertMasks;
 use crate::metrics::{self, ActiveSets, RunningSparsity, Sparsity, SparsityReport};
 use crate::model::{FfnMode, Logits, Model};
 use crate::sampling::Sampler;
+use crate::spec::{clock, SpecStep, SpecTotals, Speculative, Speculator, MAX_DRAFT};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -48,6 +49,8 @@ pub struct GenerateOptions {
     /// Texts that end generation: the text is cut before the first one, and text that could be
     /// the start of one is held back until it is known not to be.
     pub stop_strings: Vec<String>,
+    /// Speculative decoding (same output, fewer forwards when drafts are accepted).
+    pub speculative: Speculative,
 }
 
 /// One generation, a token per [`Stepper::step`]: prompt, sampling, stop ids and strings,
@@ -74,8 +77,11 @@ pub struct Stepper<C> {
     stop_ids: Vec<u32>,
     new_ids: Vec<u32>,
     finish: Option<FinishReason>,
-    /// The last token's active experts (`layers × words` words; empty when unknown).
+    /// Active experts of the last step's tokens (`layers × words` words each; empty when unknown).
     mask: Vec<u32>,
+    /// Ids the last step emitted (several when a draft was accepted).
+    step_ids: Vec<u32>,
+    spec: Option<Speculator>,
     stats: RunningSparsity,
     text: TextStream,
 }
@@ -108,6 +114,8 @@ impl<C: SeqCache> Stepper<C> {
             new_ids: Vec::new(),
             finish: None,
             mask: Vec::new(),
+            step_ids: Vec::new(),
+            spec: Speculator::new(opts.speculative),
             stats: RunningSparsity::new(cfg.num_hidden_layers, cfg.num_experts()),
             text: TextStream::new(&opts.stop_strings),
         })
@@ -128,8 +136,13 @@ impl<C: SeqCache> Stepper<C> {
         tok: Option<&Tokenizer>,
     ) -> Result<Option<u32>> {
         self.text.delta.clear();
+        self.mask.clear();
+        self.step_ids.clear();
         if self.finish.is_some() {
             return Ok(None);
+        }
+        if self.spec.is_some() {
+            return self.step_speculative(model, tok).await;
         }
         if self.sampler.params().is_greedy() && model.greedy_on_device() {
             return self.step_on_device(model, tok).await;
@@ -184,6 +197,136 @@ impl<C: SeqCache> Stepper<C> {
         Ok(Some(id))
     }
 
+    /// One speculative step: the next token `t0` (already determined: sampled from the pending
+    /// logits, or the correction of the last verification), then up to k drafted tokens after
+    /// it, verified in one span with `forward_chunk` (each expert of the span's union read once).
+    /// Each draft is judged by [`Sampler::verify`] against the model's distribution at its
+    /// position; the accepted prefix is kept, the cache truncated to it, and the model's token
+    /// after it becomes the next `t0` (the bonus token when every draft was accepted). Greedy
+    /// output equals plain greedy output token for token.
+    async fn step_speculative<B: Backend<Cache = C>>(
+        &mut self,
+        model: &Model<B>,
+        tok: Option<&Tokenizer>,
+    ) -> Result<Option<u32>> {
+        let max_pos = model.config().max_position_embeddings;
+        let t0 = match self.next.take() {
+            Some(id) => id,
+            None => {
+                let mut logits = match self.logits.take() {
+                    Some(l) => l,
+                    None => {
+                        let mut out = model.forward_async(&mut self.cache, &self.context, self.mode, Logits::Last).await?;
+                        out.logits.pop().expect("forward returned the last logits")
+                    }
+                };
+                if self.new_ids.len() >= self.max_new {
+                    return self.end(FinishReason::Length, tok);
+                }
+                self.sampler.sample(&mut logits, &self.context)
+            }
+        };
+        if self.new_ids.len() >= self.max_new {
+            return self.end(FinishReason::Length, tok);
+        }
+        if let Some(done) = self.admit(t0, max_pos, tok)? {
+            return Ok(done);
+        }
+        let spec = self.spec.as_mut().expect("step_speculative runs with a speculator");
+        // Room: the context, the token budget (t0 is taken), the span limit.
+        let room = max_pos
+            .saturating_sub(self.cache.len() + 1)
+            .min(self.max_new.saturating_sub(self.new_ids.len()))
+            .min(MAX_DRAFT);
+        let want = spec.len.choose().min(room);
+        let drafts = if want > 0 { spec.drafter.draft(&self.context, want) } else { Vec::new() };
+        let drafts = &drafts[..drafts.len().min(want)];
+        let pos0 = self.cache.len();
+        let mut span = Vec::with_capacity(1 + drafts.len());
+        span.push(t0);
+        span.extend_from_slice(drafts);
+        let t_start = clock::now_ms();
+        if drafts.is_empty() && self.sampler.params().is_greedy() && model.greedy_on_device() {
+            // Nothing to verify: a plain step, the token picked on the device.
+            let penalty = self.sampler.params().penalty();
+            let (next, experts) = model.forward_greedy_async(&mut self.cache, &span, self.mode, penalty, &self.context).await?;
+            self.record(&experts, 0);
+            self.next = Some(next);
+            let spec = self.spec.as_mut().expect("step_speculative runs with a speculator");
+            spec.len.observe(0, 0, clock::now_ms() - t_start);
+            let step = SpecStep { drafted: 0, accepted: 0, union: union_sizes(&experts, model.config().num_hidden_layers) };
+            spec.totals.add(&step);
+            spec.last = Some(step);
+            if self.text.update(tok, &self.new_ids, false)? {
+                self.finish = Some(FinishReason::Stop);
+            }
+            return Ok(Some(t0));
+        }
+        let out = if drafts.is_empty() {
+            model.forward_async(&mut self.cache, &span, self.mode, Logits::All).await?
+        } else if self.mode == FfnMode::Dense {
+            model.forward_async(&mut self.cache, &span, FfnMode::Dense, Logits::All).await?
+        } else {
+            model.forward_chunk_async(&mut self.cache, &span, Logits::All).await?
+        };
+        let ms = clock::now_ms() - t_start;
+        let mut rows = out.logits;
+        self.record(&out.experts, 0);
+        if self.text.update(tok, &self.new_ids, false)? {
+            self.finish = Some(FinishReason::Stop);
+        }
+        // Judge the drafts in order; the first rejection draws the model's own token instead.
+        let mut accepted = 0;
+        let mut correction = None;
+        for (i, &d) in drafts.iter().enumerate() {
+            match self.sampler.verify(&mut rows[i], &self.context, d) {
+                // The accepted draft joins the context of the next judgement (repetition penalty).
+                Ok(()) => {
+                    accepted += 1;
+                    self.context.push(d);
+                }
+                Err(id) => {
+                    correction = Some(id);
+                    break;
+                }
+            }
+        }
+        // Taken again below, with the stop checks.
+        self.context.truncate(self.context.len() - accepted);
+        let union = union_sizes(&out.experts, model.config().num_hidden_layers);
+        let step = SpecStep { drafted: drafts.len(), accepted, union };
+        let spec = self.spec.as_mut().expect("step_speculative runs with a speculator");
+        spec.len.observe(step.drafted, step.accepted, ms);
+        spec.totals.add(&step);
+        spec.last = Some(step);
+        // Keep t0 and the accepted drafts in the cache.
+        self.cache.truncate(pos0 + 1 + accepted);
+        for (j, &d) in drafts[..accepted].iter().enumerate() {
+            if self.finish.is_some() {
+                break;
+            }
+            if Some(d) == self.eos || self.stop_ids.contains(&d) {
+                let r = if Some(d) == self.eos { FinishReason::Eos } else { FinishReason::Stop };
+                self.end(r, tok)?;
+                break;
+            }
+            self.new_ids.push(d);
+            self.context.push(d);
+            self.step_ids.push(d);
+            self.record(&out.experts, 1 + j);
+            if self.text.update(tok, &self.new_ids, false)? {
+                self.finish = Some(FinishReason::Stop);
+            }
+        }
+        if self.finish.is_none() {
+            match correction {
+                Some(id) => self.next = Some(id),
+                None => self.logits = rows.into_iter().nth(accepted),
+            }
+        }
+        Ok(Some(t0))
+    }
+
     /// Takes `ids`, tokens the caller has already run through the model on this stepper's cache
     /// (`experts` their active sets, `next_logits` the logits after the last one): the accepted
     /// prefix of a verified draft. They pass the same stop checks as sampled tokens; returns how
@@ -197,6 +340,8 @@ impl<C: SeqCache> Stepper<C> {
         tok: Option<&Tokenizer>,
     ) -> Result<usize> {
         self.text.delta.clear();
+        self.mask.clear();
+        self.step_ids.clear();
         for (t, &id) in ids.iter().enumerate() {
             if self.finish.is_some() {
                 return Ok(t);
@@ -212,6 +357,7 @@ impl<C: SeqCache> Stepper<C> {
             }
             self.new_ids.push(id);
             self.context.push(id);
+            self.step_ids.push(id);
             self.record(experts, t);
             if self.text.update(tok, &self.new_ids, false)? {
                 self.finish = Some(FinishReason::Stop);
@@ -233,6 +379,7 @@ impl<C: SeqCache> Stepper<C> {
         }
         self.new_ids.push(id);
         self.context.push(id);
+        self.step_ids.push(id);
         if self.cache.len() >= max_positions {
             self.mask.clear();
             self.finish = Some(FinishReason::Context);
@@ -243,7 +390,6 @@ impl<C: SeqCache> Stepper<C> {
     }
 
     fn record(&mut self, experts: &ExpertMasks, t: usize) {
-        self.mask.clear();
         if t < experts.tokens() {
             self.mask.extend_from_slice(experts.token(t));
             self.stats.push(experts.token(t));
@@ -268,6 +414,18 @@ impl<C: SeqCache> Stepper<C> {
     /// unknown (the token that filled the context) or for dense-FFN models.
     pub fn experts(&self) -> &[u32] {
         &self.mask
+    }
+    /// Ids the last step emitted, in order: one, or more when a draft was accepted.
+    pub fn step_ids(&self) -> &[u32] {
+        &self.step_ids
+    }
+    /// What the last speculative step did (`None` without speculation).
+    pub fn spec_step(&self) -> Option<&SpecStep> {
+        self.spec.as_ref().and_then(|s| s.last.as_ref())
+    }
+    /// Speculation totals so far (`None` without speculation).
+    pub fn spec_totals(&self) -> Option<&SpecTotals> {
+        self.spec.as_ref().map(|s| &s.totals)
     }
     /// Text since the previous call (may be empty).
     pub fn text(&self) -> &str {
@@ -313,6 +471,21 @@ impl<C: SeqCache> Stepper<C> {
     pub fn sparsity(&self) -> SparsityReport {
         self.stats.report()
     }
+}
+
+/// Per layer, the experts active for at least one token of `experts` (a verified span's union).
+fn union_sizes(experts: &ExpertMasks, layers: usize) -> Vec<u16> {
+    if experts.tokens() == 0 {
+        return Vec::new();
+    }
+    let words = experts.token(0).len() / layers.max(1);
+    (0..layers)
+        .map(|l| {
+            (0..words)
+                .map(|w| (0..experts.tokens()).fold(0u32, |acc, t| acc | experts.token(t)[l * words + w]).count_ones() as u16)
+                .sum()
+        })
+        .collect()
 }
 
 /// Incremental detokenization with stop strings. Like the CLI always did, text is held back
@@ -374,17 +547,21 @@ impl TextStream {
     }
 }
 
-/// One generated token with the experts it used in each layer.
+/// One step's tokens (one, or several when a speculative draft was accepted) with the experts
+/// they used in each layer.
 pub struct TokenEvent<'a> {
+    /// The step's first id.
     pub id: u32,
-    /// `words` u32 per layer (empty when unknown).
+    pub ids: &'a [u32],
+    /// `words` u32 per layer per token (empty when unknown).
     pub experts: &'a [u32],
     /// New text (empty without a tokenizer).
     pub text: &'a str,
 }
 
 /// Generates up to `max_new_tokens` ids after `prompt` with a [`Stepper`]. `on_token` sees each
-/// new token as it is produced and returns `false` to stop early.
+/// step's new tokens as they are produced and returns `false` to stop early. Returns the ids, why
+/// it stopped, the text, and the speculation totals when speculation was on.
 pub fn generate<B: Backend>(
     model: &Model<B>,
     tok: Option<&Tokenizer>,
@@ -392,20 +569,21 @@ pub fn generate<B: Backend>(
     sampler: Sampler,
     opts: &GenerateOptions,
     mut on_token: impl FnMut(TokenEvent) -> bool,
-) -> Result<(Vec<u32>, FinishReason, String)> {
+) -> Result<(Vec<u32>, FinishReason, String, Option<SpecTotals>)> {
     let mut st = Stepper::new(model, prompt, sampler, opts)?;
     let mut text = String::new();
     loop {
         let got = st.step(model, tok)?;
         text.push_str(st.text());
         let Some(id) = got else { break };
-        if !on_token(TokenEvent { id, experts: st.experts(), text: st.text() }) {
+        if !on_token(TokenEvent { id, ids: st.step_ids(), experts: st.experts(), text: st.text() }) {
             st.stop(tok)?;
             text.push_str(st.text());
             break;
         }
     }
-    Ok((st.ids().to_vec(), st.finish_reason().unwrap_or(FinishReason::Stopped), text))
+    let spec = st.spec_totals().cloned();
+    Ok((st.ids().to_vec(), st.finish_reason().unwrap_or(FinishReason::Stopped), text, spec))
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -23,6 +23,7 @@ pub mod package;
 pub mod ready;
 pub mod sampling;
 pub mod sink;
+pub mod spec;
 pub mod tensor;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]

@@ -17,6 +17,7 @@ use crate::package::{model_from_parts, Manifest};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{Segment, Tokenizer};
 use crate::sink::{HostSink, WeightSink};
+use crate::spec::{DraftLen, Speculative, MAX_DRAFT};
 use crate::Error;
 #[cfg(feature = "gpu")]
 use crate::gpu::{Gpu, GpuBackend, GpuCache};
@@ -242,6 +243,24 @@ struct ModelSummary {
     has_tokenizer: bool,
 }
 
+/// The generation options' `speculative` and `draftLen`.
+fn speculative(mode: Option<&str>, len: Option<f64>) -> Result<Speculative, JsValue> {
+    let len = match len {
+        None => DraftLen::Auto,
+        Some(n) if n.fract() == 0.0 && (1.0..=MAX_DRAFT as f64).contains(&n) => DraftLen::Fixed(n as usize),
+        Some(n) => {
+            return Err(js_err(Error::InvalidInput(format!("draftLen must be an integer from 1 to {MAX_DRAFT}, got {n}"))));
+        }
+    };
+    match mode {
+        None | Some("off") => Ok(Speculative::Off),
+        Some("ngram") | Some("auto") => Ok(Speculative::Ngram(len)),
+        Some(m) => Err(js_err(Error::InvalidInput(format!(
+            "speculative must be 'auto', 'ngram' or false (off), got {m:?}"
+        )))),
+    }
+}
+
 /// One piece of a segmented prompt (see [`Engine::tokenize_segments`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
@@ -267,6 +286,10 @@ struct GenOptions {
     stop_token_ids: Vec<u32>,
     /// Texts that end generation (the text is cut before the first one).
     stop: Vec<String>,
+    /// `"off"` (default), `"ngram"` or `"auto"`: speculative decoding (same output).
+    speculative: Option<String>,
+    /// Draft tokens per verification, 1..=15; absent: chosen per step.
+    draft_len: Option<f64>,
 }
 
 impl Engine {
@@ -286,7 +309,7 @@ impl Engine {
         let params = SamplingParams { temperature, top_k, top_p, repetition_penalty, seed };
         let sampler = Sampler::new(params).map_err(js_err)?;
         let opts = GenerateOptions { max_new_tokens, mode: mode(dense), stop_at_eos: true, ..Default::default() };
-        let (ids, _, _) =
+        let (ids, ..) =
             on_model!(&self.loaded, m => generate(m, None, prompt, sampler, &opts, |_| true)).map_err(js_err)?;
         Ok(ids)
     }
@@ -552,6 +575,7 @@ impl Engine {
             stop_at_eos: !o.ignore_eos,
             stop_ids: o.stop_token_ids,
             stop_strings: o.stop,
+            speculative: speculative(o.speculative.as_deref(), o.draft_len)?,
         };
         let run = match &self.loaded {
             Loaded::Cpu(m) => Run::Cpu(m.clone(), Stepper::new(m, prompt, sampler, &opts).map_err(js_err)?),
@@ -652,10 +676,38 @@ impl Generation {
         on_run!(&mut g.run, _m, s => s.stop(tok.as_deref())).map_err(js_err)
     }
 
-    /// The token produced by the last `step`.
+    /// The token produced by the last `step` (its first, when a draft was accepted).
     #[wasm_bindgen(getter)]
     pub fn token(&self) -> u32 {
         self.view(|g| g.token)
+    }
+
+    /// Every token the last `step` produced: one, or more when a speculative draft was accepted.
+    /// `experts` then holds their masks one after another.
+    #[wasm_bindgen(getter)]
+    pub fn tokens(&self) -> Vec<u32> {
+        self.view(|g| on_run!(&g.run, _m, s => s.step_ids().to_vec()))
+    }
+
+    /// What the last speculative step did, `{ drafted, accepted, union: [per layer] }`, or
+    /// `undefined` without speculation.
+    #[wasm_bindgen(getter)]
+    pub fn speculation(&self) -> Result<JsValue, JsValue> {
+        let g = self.state.try_borrow().map_err(|_| busy_err())?;
+        match on_run!(&g.run, _m, s => s.spec_step().cloned()) {
+            Some(step) => to_js(&step),
+            None => Ok(JsValue::UNDEFINED),
+        }
+    }
+
+    /// Speculation totals so far, `{ verifies, plain, drafted, accepted, meanUnion }`, or `undefined`.
+    #[wasm_bindgen(getter, js_name = speculationTotals)]
+    pub fn speculation_totals(&self) -> Result<JsValue, JsValue> {
+        let g = self.state.try_borrow().map_err(|_| busy_err())?;
+        match on_run!(&g.run, _m, s => s.spec_totals().cloned()) {
+            Some(t) => to_js(&t),
+            None => Ok(JsValue::UNDEFINED),
+        }
     }
 
     /// Active experts of the last token: `wordsPerLayer` u32 words per layer, bit `e % 32` of word

@@ -81,8 +81,7 @@ fn greedy<B: Backend>(m: &Model<B>, prompt: &[u32], n: usize, mode: FfnMode) -> 
         max_new_tokens: n,
         mode,
         stop_at_eos: false,
-        stop_ids: Vec::new(),
-        stop_strings: Vec::new(),
+        ..Default::default()
     };
     let sampler = Sampler::new(Default::default()).expect("greedy");
     blockffn::generate::generate(m, None, prompt, sampler, &opts, |_| true).expect("generate").0

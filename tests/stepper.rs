@@ -27,7 +27,7 @@ fn verified_spans_equal_plain_stepping() {
         let m = &pkg.model;
         let prompt = [1u32, 5, 9, 14];
         for mode in [FfnMode::Sparse, FfnMode::Dense] {
-            let (plain, _, _) = generate(m, None, &prompt, greedy(), &opts(24, mode), |_| true).unwrap();
+            let (plain, _, _, _) = generate(m, None, &prompt, greedy(), &opts(24, mode), |_| true).unwrap();
             assert_eq!(plain.len(), 24);
 
             // An oracle drafter: propose the next k true tokens plus one wrong one, verify them in
@@ -95,7 +95,7 @@ fn stop_strings_cut_the_text_before_them() {
     let pkg = load_dir(&root().join("models/demo")).unwrap();
     let tok = Tokenizer::from_bytes(pkg.tokenizer_json.as_ref().unwrap(), pkg.model.config().bos_token_id).unwrap();
     let prompt = tok.encode("The history of the").unwrap();
-    let (_, r, full) = generate(&pkg.model, Some(&tok), &prompt, greedy(), &opts(40, FfnMode::Sparse), |_| true).unwrap();
+    let (_, r, full, _) = generate(&pkg.model, Some(&tok), &prompt, greedy(), &opts(40, FfnMode::Sparse), |_| true).unwrap();
     assert_eq!(r, FinishReason::Length);
     // A stop string taken from the middle of the plain continuation.
     let at = full.char_indices().nth(full.chars().count() / 2).unwrap().0;
@@ -103,7 +103,7 @@ fn stop_strings_cut_the_text_before_them() {
     let cut = full.find(&stop).unwrap();
     let o = GenerateOptions { stop_strings: vec![stop.clone()], ..opts(40, FfnMode::Sparse) };
     let mut streamed = String::new();
-    let (ids, r, text) = generate(&pkg.model, Some(&tok), &prompt, greedy(), &o, |ev| {
+    let (ids, r, text, _) = generate(&pkg.model, Some(&tok), &prompt, greedy(), &o, |ev| {
         streamed.push_str(ev.text);
         true
     })

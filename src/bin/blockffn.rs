@@ -86,6 +86,14 @@ enum Cmd {
         /// Print {"ids": [...], "text": "..."} instead of streaming text.
         #[arg(long)]
         json: bool,
+        /// Speculative decoding: `ngram` drafts by prompt lookup and verifies the draft in one
+        /// forward over the union of its experts (same output as `off`); `auto` picks the drafter.
+        #[arg(long, default_value = "off", value_parser = ["off", "ngram", "auto"])]
+        speculative: String,
+        /// Draft tokens per verification: a number (1-15), or `auto` (from the live acceptance
+        /// rate and the measured cost of verifying).
+        #[arg(long, default_value = "auto")]
+        draft_len: String,
     },
     /// Perplexity, token-level sparsity (TLS) and chunk-level sparsity (CLS_L) on a text file.
     Eval {
@@ -298,7 +306,10 @@ fn run(cli: Cli) -> Result<()> {
             ignore_eos,
             stop,
             json,
+            speculative,
+            draft_len,
         } => {
+            let speculative = parse_speculative(&speculative, &draft_len)?;
             let prompt = match prompt_file {
                 Some(f) => Some(read_text(&f, MAX_INPUT_BYTES)?),
                 None => prompt,
@@ -332,9 +343,10 @@ fn run(cli: Cli) -> Result<()> {
                 stop_at_eos: !ignore_eos,
                 stop_ids: Vec::new(),
                 stop_strings: stop.clone(),
+                speculative,
             };
             let mut shown = 0usize;
-            let (new_ids, _reason, text) = on_backend!(model, pkg, m => {
+            let (new_ids, _reason, text, spec) = on_backend!(model, pkg, m => {
                 generate(m, tok.as_ref(), &prompt_ids, sampler, &opts, |ev| {
                     if !json && !ev.text.is_empty() {
                         let _ = write!(stdout, "{}", ev.text);
@@ -351,7 +363,17 @@ fn run(cli: Cli) -> Result<()> {
                     Some(_) => Some(text),
                     None => None,
                 };
-                let obj = serde_json::json!({ "ids": new_ids, "text": text });
+                let mut obj = serde_json::json!({ "ids": new_ids, "text": text });
+                if let Some(s) = spec {
+                    obj["speculative"] = serde_json::json!({
+                        "verifies": s.verifies,
+                        "plain_steps": s.plain,
+                        "drafted": s.drafted,
+                        "accepted": s.accepted,
+                        "tokens_per_forward": s.tokens_per_forward(),
+                        "mean_union": s.mean_union,
+                    });
+                }
                 writeln!(stdout, "{obj}").map_err(out_err)?;
             } else if tok.is_some() {
                 writeln!(stdout, "{}", &text[shown..]).map_err(out_err)?;
@@ -474,4 +496,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--speculative` and `--draft-len` as the generation options take them.
+fn parse_speculative(mode: &str, len: &str) -> Result<blockffn::spec::Speculative> {
+    use blockffn::spec::{DraftLen, Speculative, MAX_DRAFT};
+    let len = match len {
+        "auto" => DraftLen::Auto,
+        n => match n.parse::<usize>() {
+            Ok(k) if (1..=MAX_DRAFT).contains(&k) => DraftLen::Fixed(k),
+            _ => {
+                return Err(Error::InvalidInput(format!("--draft-len takes 1 to {MAX_DRAFT} or auto, not {n:?}")));
+            }
+        },
+    };
+    Ok(match mode {
+        "off" => Speculative::Off,
+        // The one drafter that needs no weights; auto takes it until a package ships a draft head.
+        _ => Speculative::Ngram(len),
+    })
 }

@@ -40,6 +40,8 @@ function samplingOptions() {
     if (topP < 1) o.topP = topP;
   }
   if (rep !== 1) o.repetitionPenalty = rep;
+  const spec = document.querySelector('input[name="spec"]:checked');
+  if (spec && spec.value !== 'off') o.speculative = spec.value;
   return o;
 }
 
@@ -173,6 +175,7 @@ export function createChat(ctx) {
       ids: [],
       masks: [],
       pieces: [],
+      drafted: [], // per token: an accepted draft of a speculative step
       text: '',
       stats: null,
       finishReason: null,
@@ -205,6 +208,7 @@ export function createChat(ctx) {
         showError(e, 'Generating: ');
       }
     } finally {
+      await labelDrafts(g);
       state.abort = null;
       g.el.classList.remove('streaming');
       g.el.removeAttribute('aria-busy');
@@ -214,12 +218,36 @@ export function createChat(ctx) {
     return g;
   }
 
+  /** Gives the accepted draft tokens of a speculative run their own text (their chunk's went to the first). */
+  async function labelDrafts(g) {
+    const t = g.drafted.findIndex(Boolean);
+    if (t < 0) return;
+    try {
+      // The text of each run of tokens (a step) is re-cut token by token.
+      const pieces = await Promise.all(g.ids.map((id) => state.engine.detokenize([id])));
+      let chip = g.strip.firstElementChild;
+      for (let i = 0; i < g.ids.length; i++, chip = chip && chip.nextElementSibling) {
+        if (g.drafted[i] || (i + 1 < g.ids.length && g.drafted[i + 1])) {
+          g.pieces[i] = pieces[i];
+          if (chip) chip.textContent = tokenLabel(pieces[i]);
+        }
+      }
+    } catch {
+      /* labels only */
+    }
+  }
+
   /** Records one engine chunk into a generation (token, its mask, its text piece, stats). */
   function absorb(g, c) {
     if (c.tokenIds.length) {
-      g.ids.push(...c.tokenIds);
-      g.masks.push(c.experts[0] ?? new Uint32Array());
-      g.pieces.push(c.text);
+      // A speculative step brings its token and the drafts it accepted: the chunk's text is
+      // theirs together, so it goes on the first chip and the drafts are labelled after the run.
+      c.tokenIds.forEach((id, i) => {
+        g.ids.push(id);
+        g.masks.push(c.experts[i] ?? new Uint32Array());
+        g.pieces.push(i === 0 ? c.text : '');
+        g.drafted.push(i > 0);
+      });
     } else if (c.text && g.pieces.length) {
       g.pieces[g.pieces.length - 1] += c.text;
     }
@@ -269,6 +297,10 @@ export function createChat(ctx) {
       s.style.setProperty('--a', maxActive ? String(active / maxActive) : '0');
       s.setAttribute('aria-label', `token ${t + 1}: ${JSON.stringify(g.pieces[t])}, ${active} active experts`);
       s.textContent = tokenLabel(g.pieces[t]);
+      if (g.drafted[t]) {
+        s.classList.add('draft');
+        s.title = 'accepted draft token: verified in the same forward as the token before it';
+      }
       g.strip.append(s);
     }
     // A piece can grow after its chip was made (text completed by the final chunk).
@@ -284,9 +316,13 @@ export function createChat(ctx) {
       g.meta.textContent = `${g.ids.length} tokens · ${tps ? tps.toFixed(1) : '–'} tok/s · ${g.mode}`;
     } else {
       const why = { length: 'max tokens', eos: 'end of text', stop: 'end of turn', context: 'context full', stopped: 'stopped', error: 'error' }[g.finishReason] ?? g.finishReason;
+      const sp = s && s.speculation;
+      const specText = sp && sp.verifies + sp.plain > 0
+        ? ` · speculative: ${sp.accepted} of ${sp.drafted} drafts accepted, ${((sp.verifies + sp.plain + sp.accepted) / (sp.verifies + sp.plain)).toFixed(2)} tokens per forward, union ${sp.meanUnion.toFixed(1)} experts/layer`
+        : '';
       g.meta.textContent =
         `${g.ids.length} tokens · ${tps ? tps.toFixed(1) : '–'} tok/s · ${g.mode} · ${why}` +
-        (s && s.tls !== null && s.tls !== undefined ? ` · TLS ${fmtPct(s.tls)}` : '');
+        (s && s.tls !== null && s.tls !== undefined ? ` · TLS ${fmtPct(s.tls)}` : '') + specText;
       g.el.dataset.finish = g.finishReason;
       if (tps) $('speed').textContent = tps.toFixed(1);
     }

@@ -1,0 +1,21 @@
+//! Milliseconds from a monotonic clock, for the draft-length controller's cost measurements:
+//! `Instant` natively; `performance.now()` in wasm (where `Instant` does not exist).
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn now_ms() -> f64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn now_ms() -> f64 {
+    use wasm_bindgen::JsCast;
+    let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
+    let now = perf.as_ref().and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok());
+    match (perf, now.and_then(|f| f.dyn_into::<js_sys::Function>().ok())) {
+        (Some(p), Some(f)) => f.call0(&p).ok().and_then(|v| v.as_f64()).unwrap_or_else(js_sys::Date::now),
+        _ => js_sys::Date::now(),
+    }
+}

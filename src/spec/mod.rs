@@ -1,0 +1,115 @@
+//! Speculative decoding (SPEC §9): a drafter proposes the next few tokens, the model verifies them
+//! all in one span ([`crate::model::Model::forward_chunk`]: every expert of the draft's union is
+//! read once, each token keeping only the experts its own router picked — exact), and the longest
+//! prefix the model agrees with is kept. Greedy output is token for token the plain greedy output;
+//! sampled output has the plain distribution ([`crate::sampling::Sampler::verify`]). The draft
+//! length adapts to the measured acceptance and cost ([`DraftLength`]).
+//!
+//! This module knows neither the host nor the backend: [`crate::generate::Stepper`] drives it.
+
+pub mod adaptive;
+pub mod clock;
+pub mod ngram;
+
+pub use adaptive::DraftLength;
+pub use ngram::PromptLookup;
+
+/// Proposes draft tokens after a context.
+pub trait Drafter {
+    /// Up to `k` tokens that may follow `context` (prompt and every generated id); fewer, or
+    /// none, when it has no guess.
+    fn draft(&mut self, context: &[u32], k: usize) -> Vec<u32>;
+}
+
+/// Which drafter, and how many tokens it may propose per step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Speculative {
+    /// Plain decoding: one token per forward.
+    #[default]
+    Off,
+    /// Prompt lookup ([`PromptLookup`]).
+    Ngram(DraftLen),
+}
+
+/// Draft tokens per verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DraftLen {
+    /// Chosen per step from the live acceptance rate and the measured verification cost.
+    Auto,
+    /// Always up to this many (1..=[`MAX_DRAFT`]).
+    Fixed(usize),
+}
+
+/// The most draft tokens one verification takes (the span is these plus the token before them,
+/// within the GPU's 32-token spans).
+pub const MAX_DRAFT: usize = 15;
+
+/// What one speculative step did (telemetry).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SpecStep {
+    /// Draft tokens verified (0: a plain step).
+    pub drafted: usize,
+    /// Of those, accepted.
+    pub accepted: usize,
+    /// Per layer, experts active for at least one token of the verified span (what it read).
+    pub union: Vec<u16>,
+}
+
+/// Totals over a generation.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecTotals {
+    /// Forwards that verified a draft, and plain ones.
+    pub verifies: usize,
+    pub plain: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    /// Mean over verifications of the union size, averaged over layers.
+    pub mean_union: f64,
+}
+
+impl SpecTotals {
+    pub fn add(&mut self, s: &SpecStep) {
+        if s.drafted == 0 {
+            self.plain += 1;
+            return;
+        }
+        let u = if s.union.is_empty() { 0.0 } else { s.union.iter().map(|&x| x as f64).sum::<f64>() / s.union.len() as f64 };
+        self.mean_union = (self.mean_union * self.verifies as f64 + u) / (self.verifies + 1) as f64;
+        self.verifies += 1;
+        self.drafted += s.drafted;
+        self.accepted += s.accepted;
+    }
+
+    /// Tokens per forward: what speculation buys before its verification cost.
+    pub fn tokens_per_forward(&self) -> f64 {
+        let forwards = self.verifies + self.plain;
+        if forwards == 0 {
+            return 0.0;
+        }
+        (forwards + self.accepted) as f64 / forwards as f64
+    }
+}
+
+/// The drafter and draft-length controller of one generation.
+pub struct Speculator {
+    pub drafter: Box<dyn Drafter>,
+    pub len: DraftLength,
+    pub last: Option<SpecStep>,
+    pub totals: SpecTotals,
+}
+
+impl Speculator {
+    /// `None` for [`Speculative::Off`].
+    pub fn new(s: Speculative) -> Option<Speculator> {
+        match s {
+            Speculative::Off => None,
+            Speculative::Ngram(len) => Some(Speculator {
+                drafter: Box::new(PromptLookup::default()),
+                len: DraftLength::new(len),
+                last: None,
+                totals: SpecTotals::default(),
+            }),
+        }
+    }
+}
