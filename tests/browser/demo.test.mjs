@@ -256,6 +256,50 @@ test('chat: a message streams a reply that matches the CLI on the ChatML prompt'
   t.diagnostic(`chat reply (${g.ids.length} tokens, ${g.finishReason}): ${JSON.stringify(g.text)}`);
 });
 
+test('speculative decoding: the same greedy text as plain, accepted drafts marked, acceptance shown', { timeout: 150_000 }, async (t) => {
+  const plain = textGen;
+  await page.check('input[name="spec"][value="ngram"]');
+  try {
+    const g = await sendPrompt(TEXT_PROMPT, { kind: 'text', mode: 'sparse', temperature: 0, maxTokens: TEXT_TOKENS });
+    assert.deepEqual(g.ids, plain.ids, 'speculative greedy ids = plain greedy ids');
+    assert.equal(g.text, plain.text);
+    assert.deepEqual(g.masks, plain.masks, 'one mask per token, the same active sets');
+    const dom = await page.evaluate(() => {
+      const bubble = [...document.querySelectorAll('.strip')].at(-1).parentElement;
+      return {
+        chips: bubble.querySelectorAll('.tok').length,
+        drafts: bubble.querySelectorAll('.tok.draft').length,
+        meta: bubble.querySelector('.meta').textContent,
+      };
+    });
+    assert.equal(dom.chips, TEXT_TOKENS);
+    assert.match(dom.meta, /speculative: \d+ of \d+ drafts accepted, [\d.]+ tokens per forward/);
+    assert.equal(g.stats.speculation.accepted, dom.drafts, 'each accepted draft is marked');
+    t.diagnostic(`${dom.drafts} accepted draft tokens marked; ${dom.meta}`);
+  } finally {
+    await page.check('input[name="spec"][value="off"]');
+  }
+});
+
+test('the backend selector reloads the model; WebGPU missing is a readable error and the model stays loaded', { timeout: 150_000 }, async () => {
+  await page.selectOption('#backend-choice', 'wasm');
+  await waitState('ready');
+  assert.match(await page.textContent('#backend'), /^wasm-/);
+  // This Chromium has no WebGPU adapter: 'webgpu' refuses, and the wasm model is loaded again.
+  await page.selectOption('#backend-choice', 'webgpu');
+  await waitState('ready');
+  const alert = await page.textContent('#alert');
+  assert.match(alert, /WebGPU is not usable here/);
+  assert.equal(await page.inputValue('#backend-choice'), 'wasm');
+  assert.match(await page.textContent('#backend'), /^wasm-/);
+  await page.click('#alert-close');
+  await page.selectOption('#backend-choice', 'auto');
+  await waitState('ready');
+  const runtime = await page.evaluate(() => window.blockffnDemo.runtime());
+  assert.match(runtime.backend, /^wasm-/);
+  assert.match(runtime.backendReason, /WebGPU is not used/);
+});
+
 test('sparse and dense give identical greedy text, equal to the CLI; Escape stops a generation', { timeout: 150_000 }, async (t) => {
   const sparse = textGen;
   const dense = await sendPrompt(TEXT_PROMPT, { kind: 'text', mode: 'dense', temperature: 0, maxTokens: TEXT_TOKENS });
