@@ -94,6 +94,9 @@ enum Cmd {
         /// rate and the measured cost of verifying).
         #[arg(long, default_value = "auto")]
         draft_len: String,
+        /// With --json: add "timing" (ms to the first token; decode tokens/s after it).
+        #[arg(long)]
+        timing: bool,
     },
     /// Perplexity, token-level sparsity (TLS) and chunk-level sparsity (CLS_L) on a text file.
     Eval {
@@ -308,6 +311,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             speculative,
             draft_len,
+            timing,
         } => {
             let speculative = parse_speculative(&speculative, &draft_len)?;
             let prompt = match prompt_file {
@@ -346,8 +350,13 @@ fn run(cli: Cli) -> Result<()> {
                 speculative,
             };
             let mut shown = 0usize;
+            let t0 = std::time::Instant::now();
+            let mut first: Option<(std::time::Duration, usize)> = None;
+            let mut count = 0usize;
             let (new_ids, _reason, text, spec) = on_backend!(model, pkg, m => {
                 generate(m, tok.as_ref(), &prompt_ids, sampler, &opts, |ev| {
+                    count += ev.ids.len();
+                    first.get_or_insert((t0.elapsed(), count));
                     if !json && !ev.text.is_empty() {
                         let _ = write!(stdout, "{}", ev.text);
                         let _ = stdout.flush();
@@ -364,6 +373,16 @@ fn run(cli: Cli) -> Result<()> {
                     None => None,
                 };
                 let mut obj = serde_json::json!({ "ids": new_ids, "text": text });
+                if timing {
+                    let end = t0.elapsed();
+                    let (t1, n1) = first.unwrap_or((end, count));
+                    let decode = (end - t1).as_secs_f64();
+                    obj["timing"] = serde_json::json!({
+                        "first_token_ms": t1.as_secs_f64() * 1e3,
+                        "decode_tokens": count - n1,
+                        "decode_tokens_per_second": if decode > 0.0 { (count - n1) as f64 / decode } else { 0.0 },
+                    });
+                }
                 if let Some(s) = spec {
                     obj["speculative"] = serde_json::json!({
                         "verifies": s.verifies,
