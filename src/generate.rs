@@ -254,7 +254,8 @@ impl<C: SeqCache> Stepper<C> {
             self.next = Some(next);
             let spec = self.spec.as_mut().expect("step_speculative runs with a speculator");
             spec.len.observe(0, 0, clock::now_ms() - t_start);
-            let step = SpecStep { drafted: 0, accepted: 0, union: union_sizes(&experts, model.config().num_hidden_layers) };
+            let (union, union_mask) = span_union(&experts, model.config().num_hidden_layers);
+            let step = SpecStep { drafted: 0, accepted: 0, union, union_mask };
             spec.totals.add(&step);
             spec.last = Some(step);
             if self.text.update(tok, &self.new_ids, false)? {
@@ -293,8 +294,8 @@ impl<C: SeqCache> Stepper<C> {
         }
         // Taken again below, with the stop checks.
         self.context.truncate(self.context.len() - accepted);
-        let union = union_sizes(&out.experts, model.config().num_hidden_layers);
-        let step = SpecStep { drafted: drafts.len(), accepted, union };
+        let (union, union_mask) = span_union(&out.experts, model.config().num_hidden_layers);
+        let step = SpecStep { drafted: drafts.len(), accepted, union, union_mask };
         let spec = self.spec.as_mut().expect("step_speculative runs with a speculator");
         spec.len.observe(step.drafted, step.accepted, ms);
         spec.totals.add(&step);
@@ -473,19 +474,20 @@ impl<C: SeqCache> Stepper<C> {
     }
 }
 
-/// Per layer, the experts active for at least one token of `experts` (a verified span's union).
-fn union_sizes(experts: &ExpertMasks, layers: usize) -> Vec<u16> {
+/// The union of a verified span's experts: per layer its size, and its bitmask (`words` u32 a layer).
+fn span_union(experts: &ExpertMasks, layers: usize) -> (Vec<u16>, Vec<u32>) {
     if experts.tokens() == 0 {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
-    let words = experts.token(0).len() / layers.max(1);
-    (0..layers)
-        .map(|l| {
-            (0..words)
-                .map(|w| (0..experts.tokens()).fold(0u32, |acc, t| acc | experts.token(t)[l * words + w]).count_ones() as u16)
-                .sum()
-        })
-        .collect()
+    let mut mask = vec![0u32; experts.token(0).len()];
+    for t in 0..experts.tokens() {
+        for (m, w) in mask.iter_mut().zip(experts.token(t)) {
+            *m |= w;
+        }
+    }
+    let words = mask.len() / layers.max(1);
+    let sizes = (0..layers).map(|l| mask[l * words..(l + 1) * words].iter().map(|w| w.count_ones() as u16).sum()).collect();
+    (sizes, mask)
 }
 
 /// Incremental detokenization with stop strings. Like the CLI always did, text is held back

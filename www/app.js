@@ -79,6 +79,7 @@ function wire() {
   $('stop').addEventListener('click', stopCurrent);
   $('cancel-load').addEventListener('click', stopCurrent);
   $('alert-close').addEventListener('click', clearError);
+  $('span-view').addEventListener('change', () => view.heatmap.renderPanel());
   $('chunk-size').addEventListener('change', (e) => {
     state.L = Number(e.target.value);
     view.heatmap.renderPanel();

@@ -46,6 +46,7 @@ pub const MAX_DRAFT: usize = 15;
 
 /// What one speculative step did (telemetry).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SpecStep {
     /// Draft tokens verified (0: a plain step).
     pub drafted: usize,
@@ -53,6 +54,9 @@ pub struct SpecStep {
     pub accepted: usize,
     /// Per layer, experts active for at least one token of the verified span (what it read).
     pub union: Vec<u16>,
+    /// That union as a bitmask, `words` u32 per layer (the layout of a token's mask): rejected
+    /// drafts' experts included.
+    pub union_mask: Vec<u32>,
 }
 
 /// Totals over a generation.

@@ -276,6 +276,20 @@ test('speculative decoding: the same greedy text as plain, accepted drafts marke
     assert.match(dom.meta, /speculative: \d+ of \d+ drafts accepted, [\d.]+ tokens per forward/);
     assert.equal(g.stats.speculation.accepted, dom.drafts, 'each accepted draft is marked');
     t.diagnostic(`${dom.drafts} accepted draft tokens marked; ${dom.meta}`);
+    // The heatmap's verified-span view: the latest token's step, its union read from the engine.
+    await page.check('#span-view');
+    const span = await page.evaluate(() => ({
+      caption: document.getElementById('chunk-caption').textContent,
+      start: Number(document.getElementById('heatmap').dataset.start),
+      end: Number(document.getElementById('heatmap').dataset.end),
+      rejectedOnly: document.querySelectorAll('#heatmap .cell.r').length,
+      union: document.querySelectorAll('#heatmap .cell.u, #heatmap .cell.r').length,
+    }));
+    await page.uncheck('#span-view');
+    assert.match(span.caption, /span verified at token/);
+    assert.ok(span.end > span.start && span.end <= TEXT_TOKENS);
+    assert.ok(span.union > 0);
+    t.diagnostic(`verified-span view: ${span.caption} (${span.union} blocks, ${span.rejectedOnly} only for rejected drafts)`);
   } finally {
     await page.check('input[name="spec"][value="off"]');
   }

@@ -176,6 +176,7 @@ export function createChat(ctx) {
       masks: [],
       pieces: [],
       drafted: [], // per token: an accepted draft of a speculative step
+      steps: [], // speculative steps: { start, n, drafted, accepted, unionMask } over token indices
       text: '',
       stats: null,
       finishReason: null,
@@ -242,6 +243,10 @@ export function createChat(ctx) {
     if (c.tokenIds.length) {
       // A speculative step brings its token and the drafts it accepted: the chunk's text is
       // theirs together, so it goes on the first chip and the drafts are labelled after the run.
+      if (c.speculation) {
+        const { drafted, accepted, unionMask } = c.speculation;
+        g.steps.push({ start: g.ids.length, n: c.tokenIds.length, drafted, accepted, unionMask: Uint32Array.from(unionMask) });
+      }
       c.tokenIds.forEach((id, i) => {
         g.ids.push(id);
         g.masks.push(c.experts[i] ?? new Uint32Array());

@@ -121,8 +121,13 @@ export function createHeatmap(ctx) {
     const Lyr = info.numLayers;
     const words = info.experts.wordsPerLayer;
     const n = g.ids.length;
-    const ch = chunkOf(t, L, n);
+    // With "verified span": the span of the speculative step that produced token t — the experts
+    // its one forward read (rejected drafts' included) — instead of a fixed window of L tokens.
+    const step = $('span-view').checked && g.steps ? g.steps.find((s) => t >= s.start && t < s.start + s.n) : null;
+    const ch = step ? { index: 0, start: step.start, end: step.start + step.n, full: true } : chunkOf(t, L, n);
     const counts = chunkCounts(g.masks, ch.start, ch.end, Lyr, E);
+    const ramp = step ? step.drafted + 1 : L;
+    const read = (l, e) => (step ? isExpertActive(step.unionMask, words, l, e) : false);
     const mark = g.masks[t];
     const bit = (l, e) => (mark && mark.length && isExpertActive(mark, words, l, e) ? 1 : 0);
     const size = ch.end - ch.start;
@@ -133,24 +138,28 @@ export function createHeatmap(ctx) {
       for (let e = 0; e < E; e++) {
         const i = l * E + e;
         const v = counts[i];
-        if (v > 0) rowUnion++;
+        // Read by the verification for a rejected draft only.
+        const rejectedOnly = v === 0 && read(l, e);
+        if (v > 0 || rejectedOnly) rowUnion++;
         const on = bit(l, e);
-        if (prevCounts && prevCounts[i] === v && prevMark[i] === on && prevCounts.L === L) continue;
+        const key = step ? `s${step.start}` : L;
+        if (prevCounts && prevCounts[i] === v && prevMark[i] === on && prevCounts.L === key && !rejectedOnly) continue;
         const c = cells[i];
         c.dataset.count = String(v);
-        c.className = `cell${v > 0 ? ' u' : ''}${on ? ' t' : ''}`;
-        c.style.background = v > 0 ? rampColor(v / L) : '';
+        c.className = `cell${v > 0 ? ' u' : ''}${on ? ' t' : ''}${rejectedOnly ? ' r' : ''}`;
+        c.style.background = v > 0 ? rampColor(v / ramp) : '';
       }
       union += rowUnion;
       rowTotals[l].textContent = String(rowUnion);
     }
     prevCounts = counts;
-    prevCounts.L = L;
+    prevCounts.L = step ? `s${step.start}` : L;
     prevMark = new Uint8Array(Lyr * E);
     for (let l = 0; l < Lyr; l++) for (let e = 0; e < E; e++) prevMark[l * E + e] = bit(l, e);
     const total = Lyr * E;
-    const where =
-      ch.index < 0
+    const where = step
+      ? `the span verified at token ${ch.start + 1}: its token, ${step.accepted} of ${step.drafted} drafts accepted (outlined: read for rejected drafts)`
+      : ch.index < 0
         ? `the first token (CLS starts after it)`
         : `chunk ${ch.index + 1}: tokens ${ch.start + 1}–${ch.end}${ch.full ? '' : ` (${size} of ${L} so far)`}`;
     const cap = `Reply ${g.n + 1}, ${where}. Union: ${union} of ${total} expert blocks (${fmtPct(1 - union / total)} untouched).`;
@@ -164,7 +173,7 @@ export function createHeatmap(ctx) {
     $('viz-source').textContent = pinned
       ? `Showing token ${t + 1} of reply ${g.n + 1} (${g.mode}). Move the pointer or the focus off the tokens to follow the latest one.`
       : `Showing the latest token of reply ${g.n + 1} (${g.mode}); hover or focus a token under a reply to inspect it.`;
-    state.heat = { gen: g.n, token: t, L, start: ch.start, end: ch.end, union, counts: Array.from(counts) };
+    state.heat = { gen: g.n, token: t, L, start: ch.start, end: ch.end, union, counts: Array.from(counts), span: !!step };
 
     renderTokenDetail(g, t);
     // metrics: the engine's running statistics
