@@ -13,8 +13,10 @@ use super::{DraftLen, MAX_DRAFT};
 const COST_EWMA: f64 = 0.25;
 /// Per-observation decay of the acceptance counts (a memory of about 20 draft tokens).
 const ACCEPT_DECAY: f64 = 0.95;
-/// Plain steps before a short draft is tried again.
+/// Plain steps before a short draft is tried again; doubled after each probe that accepts
+/// nothing (up to `PROBE_MAX`), so a prompt that never repeats pays for fewer and fewer probes.
 const PROBE_EVERY: usize = 16;
+const PROBE_MAX: usize = 256;
 /// Draft length of a probe, and of the first steps before anything is measured.
 const PROBE_K: usize = 3;
 
@@ -27,6 +29,9 @@ pub struct DraftLength {
     /// Moving average of the forward's milliseconds per k (index k), once measured.
     cost: [Option<f64>; MAX_DRAFT + 1],
     plain_run: usize,
+    probe_every: usize,
+    /// The last choice was a probe (speculation was otherwise off).
+    probing: bool,
 }
 
 impl DraftLength {
@@ -35,7 +40,15 @@ impl DraftLength {
             DraftLen::Fixed(n) => DraftLen::Fixed(n.clamp(1, MAX_DRAFT)),
             a => a,
         };
-        DraftLength { mode, hits: 0.0, judged: 0.0, cost: [None; MAX_DRAFT + 1], plain_run: 0 }
+        DraftLength {
+            mode,
+            hits: 0.0,
+            judged: 0.0,
+            cost: [None; MAX_DRAFT + 1],
+            plain_run: 0,
+            probe_every: PROBE_EVERY,
+            probing: false,
+        }
     }
 
     /// Probability that one draft token is accepted (a Laplace estimate over the recent counts).
@@ -72,16 +85,21 @@ impl DraftLength {
     }
 
     /// Draft tokens to ask for in the next step.
-    pub fn choose(&self) -> usize {
-        let DraftLen::Fixed(n) = self.mode else { return self.choose_auto() };
+    pub fn choose(&mut self) -> usize {
+        let DraftLen::Fixed(n) = self.mode else {
+            let (k, probe) = self.choose_auto();
+            self.probing = probe;
+            return k;
+        };
         n
     }
 
-    fn choose_auto(&self) -> usize {
+    /// The best k, and whether it is a probe (k > 0 only to measure the acceptance again).
+    fn choose_auto(&self) -> (usize, bool) {
         // Until two lengths are measured, alternate plain steps and short drafts to measure both.
         let measured = self.cost.iter().filter(|c| c.is_some()).count();
         if measured < 2 {
-            return if self.cost[0].is_none() { 0 } else { PROBE_K };
+            return (if self.cost[0].is_none() { 0 } else { PROBE_K }, false);
         }
         let mut best = (0, 0.0);
         for k in 0..=MAX_DRAFT {
@@ -92,10 +110,10 @@ impl DraftLength {
                 }
             }
         }
-        if best.0 == 0 && self.plain_run >= PROBE_EVERY {
-            return PROBE_K.min(MAX_DRAFT);
+        if best.0 == 0 && self.plain_run >= self.probe_every {
+            return (PROBE_K.min(MAX_DRAFT), true);
         }
-        best.0
+        (best.0, false)
     }
 
     /// Records a step: `drafted` tokens verified (0: plain), `accepted` of them, in `ms`.
@@ -112,6 +130,9 @@ impl DraftLength {
             return;
         }
         self.plain_run = 0;
+        if std::mem::take(&mut self.probing) {
+            self.probe_every = if accepted == 0 { (self.probe_every * 2).min(PROBE_MAX) } else { PROBE_EVERY };
+        }
         // Drafts are judged in order until the first rejection.
         let judged = (accepted + usize::from(accepted < drafted)) as f64;
         self.hits = self.hits * ACCEPT_DECAY.powf(judged) + accepted as f64;
@@ -144,24 +165,26 @@ mod tests {
 
     #[test]
     fn flat_cost_and_high_acceptance_draft_long() {
-        let d = run(|_| 10.0, 0.9, 200);
-        assert!(d.choose() >= 8, "chose {}", d.choose());
+        let mut d = run(|_| 10.0, 0.9, 200);
+        let k = d.choose();
+        assert!(k >= 8, "chose {k}");
     }
 
     #[test]
     fn steep_cost_or_low_acceptance_switch_speculation_off() {
         // Each draft token costs as much as a plain step: never worth it.
         let d = run(|k| 10.0 * (1 + k) as f64, 0.6, 200);
-        assert_eq!(d.choose_auto(), 0);
-        // Cheap drafts that are always wrong.
-        let d = run(|k| 10.0 + k as f64, 0.0, 200);
-        assert_eq!(d.choose_auto(), 0);
+        assert_eq!(d.choose_auto().0, 0);
+        // Cheap drafts that are always wrong: off, and probed ever more rarely.
+        let d = run(|k| 10.0 + k as f64, 0.0, 400);
+        assert_eq!(d.choose_auto().0, 0);
+        assert!(d.probe_every > PROBE_EVERY, "probe interval {}", d.probe_every);
     }
 
     #[test]
     fn moderate_cost_picks_an_interior_length() {
         // cost 10 + 2k, a = 0.7: E(k)/cost(k) peaks at k = 3.
-        let d = run(|k| 10.0 + 2.0 * k as f64, 0.7, 400);
+        let mut d = run(|k| 10.0 + 2.0 * k as f64, 0.7, 400);
         let k = d.choose();
         assert!((2..=5).contains(&k), "chose {k}, acceptance {}", d.acceptance());
     }
