@@ -217,3 +217,28 @@ fn a_lost_device_is_a_typed_error_and_a_new_load_works() {
     let mut cache = again.new_cache().unwrap();
     assert_eq!(again.forward(&mut cache, &ids, FfnMode::Sparse, Logits::Last).unwrap().logits, want);
 }
+
+#[test]
+fn speculative_greedy_on_the_gpu_equals_plain_greedy() {
+    use blockffn::spec::{DraftLen, Speculative};
+    let Some((cpu, gpu)) = both(&demo()) else { return };
+    let text = demo_prompt(200);
+    // A continuation, and a copy-heavy prompt (a passage, then its start again) where drafts are accepted.
+    let copy = [&text[..1], &text[20..60], &text[20..28]].concat();
+    for prompt in [text[..10].to_vec(), copy] {
+        let plain = greedy(&cpu, &prompt, 32, FfnMode::Sparse);
+        for len in [DraftLen::Auto, DraftLen::Fixed(6)] {
+            let opts = blockffn::generate::GenerateOptions {
+                max_new_tokens: 32,
+                mode: FfnMode::Sparse,
+                stop_at_eos: false,
+                speculative: Speculative::Ngram(len),
+                ..Default::default()
+            };
+            let sampler = Sampler::new(Default::default()).expect("greedy");
+            let (ids, _, _, totals) = blockffn::generate::generate(&gpu, None, &prompt, sampler, &opts, |_| true).expect("generate");
+            assert_eq!(ids, plain, "GPU speculative ({len:?}) vs CPU plain greedy");
+            assert!(totals.expect("totals").verifies + 1 > 0);
+        }
+    }
+}

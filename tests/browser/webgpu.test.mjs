@@ -170,6 +170,27 @@ test('webgpu: the worker transport gives the same greedy tokens and telemetry', 
   assert.deepEqual(inWorker.experts, sparse.experts.slice(0, SHORT));
 });
 
+test('webgpu: speculative decoding (prompt lookup) gives the same greedy tokens', async () => {
+  const r = await page.evaluate(
+    async ({ prompt, n }) => {
+      const { createEngine } = await import('/blockffn/js/index.js');
+      const e = await createEngine({ backend: 'webgpu' });
+      await e.load('/demo/', { cache: false });
+      const ids = [];
+      const steps = [];
+      for await (const c of e.generate(prompt, { maxTokens: n, temperature: 0, repetitionPenalty: 1, ignoreEos: true, speculative: 'ngram', draftLen: 4 })) {
+        ids.push(...c.tokenIds);
+        if (c.speculation) steps.push(c.speculation);
+      }
+      await e.unload();
+      return { ids, steps };
+    },
+    { prompt: DEMO_PROMPT, n: SHORT },
+  );
+  assert.deepEqual(r.ids, (await gpuSparse()).ids.slice(0, SHORT));
+  assert.ok(r.steps.length > 0 && r.steps.every((s) => s.accepted <= s.drafted));
+});
+
 test('webgpu: abort mid-generation, then the engine generates again', async () => {
   const r = await page.evaluate(async () => {
     const { createEngine } = await import('/blockffn/js/index.js');
