@@ -147,13 +147,7 @@ impl<C: SeqCache> Stepper<C> {
         if self.sampler.params().is_greedy() && model.greedy_on_device() {
             return self.step_on_device(model, tok).await;
         }
-        let mut logits = match self.logits.take() {
-            Some(l) => l,
-            None => {
-                let mut out = model.forward_async(&mut self.cache, &self.context, self.mode, Logits::Last).await?;
-                out.logits.pop().expect("forward returned the last logits")
-            }
-        };
+        let mut logits = self.pending_logits(model).await?;
         if self.new_ids.len() >= self.max_new {
             return self.end(FinishReason::Length, tok);
         }
@@ -197,6 +191,17 @@ impl<C: SeqCache> Stepper<C> {
         Ok(Some(id))
     }
 
+    /// The logits for the next token: those left by the last step, or (first step) the prompt's.
+    async fn pending_logits<B: Backend<Cache = C>>(&mut self, model: &Model<B>) -> Result<Vec<f32>> {
+        match self.logits.take() {
+            Some(l) => Ok(l),
+            None => {
+                let mut out = model.forward_async(&mut self.cache, &self.context, self.mode, Logits::Last).await?;
+                Ok(out.logits.pop().expect("forward returned the last logits"))
+            }
+        }
+    }
+
     /// One speculative step: the next token `t0` (already determined: sampled from the pending
     /// logits, or the correction of the last verification), then up to k drafted tokens after
     /// it, verified in one span with `forward_chunk` (each expert of the span's union read once).
@@ -213,13 +218,7 @@ impl<C: SeqCache> Stepper<C> {
         let t0 = match self.next.take() {
             Some(id) => id,
             None => {
-                let mut logits = match self.logits.take() {
-                    Some(l) => l,
-                    None => {
-                        let mut out = model.forward_async(&mut self.cache, &self.context, self.mode, Logits::Last).await?;
-                        out.logits.pop().expect("forward returned the last logits")
-                    }
-                };
+                let mut logits = self.pending_logits(model).await?;
                 if self.new_ids.len() >= self.max_new {
                     return self.end(FinishReason::Length, tok);
                 }
