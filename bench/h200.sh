@@ -12,11 +12,8 @@ set -uo pipefail
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
 B=${BLOCKFFN:-target/release/blockffn}
-if [ -d .gl ] && ls .gl/*.deb >/dev/null 2>&1; then
-  for f in .gl/*.deb; do dpkg -x "$f" /; done
-  ldconfig
-fi
-export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+# shellcheck source=bench/gpu_env.sh
+. bench/gpu_env.sh
 WORK=${WORK:-/tmp/blockffn-bench}
 log=$OUT/log.txt
 exec 2> >(tee -a "$log" >&2)

@@ -9,11 +9,8 @@ set -uo pipefail
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
 B=${BLOCKFFN:-target/release/blockffn}
-if [ -d .gl ] && ls .gl/*.deb >/dev/null 2>&1; then
-  for f in .gl/*.deb; do dpkg -x "$f" /; done
-  ldconfig
-fi
-export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+# shellcheck source=bench/gpu_env.sh
+. bench/gpu_env.sh
 # The prompts of bench/speculative.mjs (its chat prompt in the demo model's ChatML).
 python3 - > "$OUT/prompts.json" <<'PY'
 import json, re

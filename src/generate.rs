@@ -251,23 +251,15 @@ impl<C: SeqCache> Stepper<C> {
             let (next, experts) = model.forward_greedy_async(&mut self.cache, &span, self.mode, penalty, &self.context).await?;
             self.record(&experts, 0);
             self.next = Some(next);
-            let spec = self.spec.as_mut().expect("step_speculative runs with a speculator");
-            spec.len.observe(0, 0, clock::now_ms() - t_start);
-            let (union, union_mask) = span_union(&experts, model.config().num_hidden_layers);
-            let step = SpecStep { drafted: 0, accepted: 0, union, union_mask };
-            spec.totals.add(&step);
-            spec.last = Some(step);
+            self.observe_step(0, 0, clock::now_ms() - t_start, &experts, model.config().num_hidden_layers);
             if self.text.update(tok, &self.new_ids, false)? {
                 self.finish = Some(FinishReason::Stop);
             }
             return Ok(Some(t0));
         }
-        let out = if drafts.is_empty() {
-            model.forward_async(&mut self.cache, &span, self.mode, Logits::All).await?
-        } else if self.mode == FfnMode::Dense {
-            model.forward_async(&mut self.cache, &span, FfnMode::Dense, Logits::All).await?
-        } else {
-            model.forward_chunk_async(&mut self.cache, &span, Logits::All).await?
+        let out = match self.mode {
+            FfnMode::Sparse => model.forward_chunk_async(&mut self.cache, &span, Logits::All).await?,
+            FfnMode::Dense => model.forward_async(&mut self.cache, &span, FfnMode::Dense, Logits::All).await?,
         };
         let ms = clock::now_ms() - t_start;
         let mut rows = out.logits;
@@ -293,29 +285,12 @@ impl<C: SeqCache> Stepper<C> {
         }
         // Taken again below, with the stop checks.
         self.context.truncate(self.context.len() - accepted);
-        let (union, union_mask) = span_union(&out.experts, model.config().num_hidden_layers);
-        let step = SpecStep { drafted: drafts.len(), accepted, union, union_mask };
-        let spec = self.spec.as_mut().expect("step_speculative runs with a speculator");
-        spec.len.observe(step.drafted, step.accepted, ms);
-        spec.totals.add(&step);
-        spec.last = Some(step);
+        self.observe_step(drafts.len(), accepted, ms, &out.experts, model.config().num_hidden_layers);
         // Keep t0 and the accepted drafts in the cache.
         self.cache.truncate(pos0 + 1 + accepted);
         for (j, &d) in drafts[..accepted].iter().enumerate() {
-            if self.finish.is_some() {
+            if !self.take_verified(d, &out.experts, 1 + j, tok)? {
                 break;
-            }
-            if Some(d) == self.eos || self.stop_ids.contains(&d) {
-                let r = if Some(d) == self.eos { FinishReason::Eos } else { FinishReason::Stop };
-                self.end(r, tok)?;
-                break;
-            }
-            self.new_ids.push(d);
-            self.context.push(d);
-            self.step_ids.push(d);
-            self.record(&out.experts, 1 + j);
-            if self.text.update(tok, &self.new_ids, false)? {
-                self.finish = Some(FinishReason::Stop);
             }
         }
         if self.finish.is_none() {
@@ -343,29 +318,48 @@ impl<C: SeqCache> Stepper<C> {
         self.mask.clear();
         self.step_ids.clear();
         for (t, &id) in ids.iter().enumerate() {
-            if self.finish.is_some() {
+            if !self.take_verified(id, experts, t, tok)? {
                 return Ok(t);
-            }
-            if self.new_ids.len() >= self.max_new {
-                self.end(FinishReason::Length, tok)?;
-                return Ok(t);
-            }
-            if Some(id) == self.eos || self.stop_ids.contains(&id) {
-                let r = if Some(id) == self.eos { FinishReason::Eos } else { FinishReason::Stop };
-                self.end(r, tok)?;
-                return Ok(t);
-            }
-            self.new_ids.push(id);
-            self.context.push(id);
-            self.step_ids.push(id);
-            self.record(experts, t);
-            if self.text.update(tok, &self.new_ids, false)? {
-                self.finish = Some(FinishReason::Stop);
             }
         }
         self.logits = Some(next_logits);
         self.next = None;
         Ok(ids.len())
+    }
+
+    /// Emits `id`, a token already run (token `t` of `experts`), after the stop checks; `false`
+    /// when the generation had ended or ends here instead (then it is not taken).
+    fn take_verified(&mut self, id: u32, experts: &ExpertMasks, t: usize, tok: Option<&Tokenizer>) -> Result<bool> {
+        if self.finish.is_some() {
+            return Ok(false);
+        }
+        if self.new_ids.len() >= self.max_new {
+            self.end(FinishReason::Length, tok)?;
+            return Ok(false);
+        }
+        if Some(id) == self.eos || self.stop_ids.contains(&id) {
+            let r = if Some(id) == self.eos { FinishReason::Eos } else { FinishReason::Stop };
+            self.end(r, tok)?;
+            return Ok(false);
+        }
+        self.new_ids.push(id);
+        self.context.push(id);
+        self.step_ids.push(id);
+        self.record(experts, t);
+        if self.text.update(tok, &self.new_ids, false)? {
+            self.finish = Some(FinishReason::Stop);
+        }
+        Ok(true)
+    }
+
+    /// Feeds a speculative step's outcome to the draft-length controller and the telemetry.
+    fn observe_step(&mut self, drafted: usize, accepted: usize, ms: f64, experts: &ExpertMasks, layers: usize) {
+        let (union, union_mask) = span_union(experts, layers);
+        let spec = self.spec.as_mut().expect("only speculative steps are observed");
+        spec.len.observe(drafted, accepted, ms);
+        let step = SpecStep { drafted, accepted, union, union_mask };
+        spec.totals.add(&step);
+        spec.last = Some(step);
     }
 
     /// Stop checks for a picked token, then emits it; `Some` when the step ends here (a stop, or
