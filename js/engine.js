@@ -32,16 +32,13 @@ const GENERATE_OPTIONS = [
   'speculative', 'draftLen',
 ];
 
-/** `speculative` as the wasm side takes it: 'off', 'ngram' or 'auto'. */
+/** `speculative` as the wasm side takes it: 'off', 'ngram', 'eagle' or 'auto'. */
 function speculativeOption(v) {
   if (v === undefined || v === false || v === 'off') return 'off';
-  if (v === 'auto' || v === 'ngram') return v;
-  if (v === 'eagle') {
-    throw new BlockffnError('Unsupported', "speculative: 'eagle' needs a draft head, and this package has none; use 'auto' or 'ngram'");
-  }
-  throw new BlockffnError('InvalidInput', `speculative must be 'auto', 'ngram' or false, got ${describe(v)}`);
+  if (v === 'auto' || v === 'ngram' || v === 'eagle') return v;
+  throw new BlockffnError('InvalidInput', `speculative must be 'auto', 'ngram', 'eagle' or false, got ${describe(v)}`);
 }
-const LOAD_OPTIONS = ['onProgress', 'signal', 'cache', 'dtype', 'maxMemoryBytes', 'backend'];
+const LOAD_OPTIONS = ['onProgress', 'signal', 'cache', 'dtype', 'maxMemoryBytes', 'backend', 'draftHead'];
 const BACKENDS = ['auto', 'webgpu', 'wasm'];
 /** More ids than any context holds: refused before anything is allocated for them. */
 const MAX_PROMPT_IDS = 1 << 24;
@@ -87,6 +84,7 @@ function loadOptions(options) {
   const o = checkOptionNames(options, LOAD_OPTIONS, 'load()');
   optFunction(o, 'onProgress');
   optBoolean(o, 'cache');
+  optBoolean(o, 'draftHead');
   if (o.dtype !== undefined && typeof o.dtype !== 'string') {
     throw new BlockffnError('InvalidInput', `dtype must be a string such as 'auto', 'f16' or 'q8', got ${describe(o.dtype)}`);
   }
@@ -300,6 +298,7 @@ export class LocalEngine {
         bosTokenId: summary.bosTokenId ?? null,
         eosTokenId: summary.eosTokenId ?? null,
         hasTokenizer: summary.hasTokenizer,
+        draftHead: summary.draftHeadParams ? { params: summary.draftHeadParams } : null,
         chatTemplate: tpl.name,
         chatTemplateFallback: tpl.fallback,
         fromCache: r.fromCache,

@@ -106,6 +106,8 @@ export interface LoadOptions {
   maxMemoryBytes?: number;
   /** Overrides createEngine's `backend` for this load. */
   backend?: BackendChoice;
+  /** Download the package's draft head (eagle.json + eagle.safetensors) when it lists one (default true). */
+  draftHead?: boolean;
 }
 
 export interface ModelInfo {
@@ -132,6 +134,8 @@ export interface ModelInfo {
   bosTokenId: number | null;
   eosTokenId: number | null;
   hasTokenizer: boolean;
+  /** The package's EAGLE draft head (speculative: 'eagle'), or null when it has none or draftHead: false. */
+  draftHead: { params: number } | null;
   chatTemplate: 'chatml' | 'minicpm';
   /** tokenizer_config.json has a template this engine does not know; ChatML is used. */
   chatTemplateFallback: boolean;
@@ -188,10 +192,12 @@ export interface GenerateOptions {
   /** "sparse" (default) computes only active experts; "dense" computes all (same result). */
   mode?: 'sparse' | 'dense';
   /**
-   * Speculative decoding: 'ngram' (prompt lookup) drafts tokens that one forward verifies over the
-   * union of their experts; greedy output is identical to plain decoding, sampled output has the
-   * same distribution. 'auto' picks the drafter. false (default) is plain decoding. A chunk then
-   * may carry several tokens. 'eagle' rejects with Unsupported until a package ships a draft head.
+   * Speculative decoding: 'ngram' (prompt lookup) or 'eagle' (the package's draft head, wasm
+   * backend) drafts tokens that one forward verifies over the union of their experts; greedy output
+   * is identical to plain decoding, sampled output has the same distribution. 'auto' takes the draft
+   * head where there is one (and the wasm backend runs), else prompt lookup. false (default) is plain
+   * decoding. A chunk then may carry several tokens. 'eagle' rejects with Unsupported without a head
+   * or on WebGPU.
    */
   speculative?: 'auto' | 'ngram' | 'eagle' | false;
   /** Draft tokens per verification (1-15); 'auto' or absent: chosen per step from the measured acceptance and cost. */

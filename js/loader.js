@@ -15,7 +15,9 @@ export const CACHE_NAME = 'blockffn-v1';
 export const MANIFEST = 'manifest.json';
 export const WEIGHTS = 'model.safetensors';
 /** Files of a package the engine reads (others listed in the manifest are ignored). */
-const WANTED = ['config.json', 'tokenizer.json', 'tokenizer_config.json', WEIGHTS];
+// The optional draft head (speculative: 'eagle'): both files or neither.
+const DRAFT_HEAD = ['eagle.json', 'eagle.safetensors'];
+const WANTED = ['config.json', 'tokenizer.json', 'tokenizer_config.json', WEIGHTS, ...DRAFT_HEAD];
 
 /** wasm32 addresses at most 4 GiB. */
 export const WASM32_MAX_BYTES = 4 * 1024 ** 3;
@@ -397,6 +399,17 @@ function freeWeights(w) {
   }
 }
 
+// wasm-bindgen copies a write()'s chunk into wasm memory (a temporary allocation) before Rust sees
+// it. Network chunks come in whatever sizes the transport picks, so one large chunk could grow wasm
+// memory for good; pieces of a fixed size always fit the block the previous piece freed.
+const WRITE_PIECE = 64 * 1024;
+
+function writePieces(buffer, offset, chunk) {
+  for (let at = 0; at < chunk.byteLength; at += WRITE_PIECE) {
+    buffer.write(offset + at, chunk.subarray(at, Math.min(at + WRITE_PIECE, chunk.byteLength)));
+  }
+}
+
 /**
  * Streams model.safetensors into a WeightBuffer of the manifest's size, hashed as it arrives. The
  * buffer is allocated on evidence only: at once when the source's real size equals the manifest's;
@@ -415,7 +428,7 @@ async function readWeights(wasm, file, recorded, onBytes) {
   const allocate = () => {
     w = allocateWeights(wasm, recorded);
     for (const c of staged) {
-      w.buffer.write(written, c);
+      writePieces(w.buffer, written, c);
       written += c.byteLength;
     }
     staged = [];
@@ -428,7 +441,7 @@ async function readWeights(wasm, file, recorded, onBytes) {
     for await (const c of file.chunks) {
       if (written + stagedBytes + c.byteLength > recorded) throw sizeMismatch(WEIGHTS, `more than ${recorded}`, recorded);
       if (w) {
-        w.buffer.write(written, c);
+        writePieces(w.buffer, written, c);
         written += c.byteLength;
       } else {
         staged.push(c);
@@ -522,7 +535,15 @@ export async function loadModel(wasm, source, options = {}) {
         `\`blockffn convert --dtype ${options.dtype}\`, or omit dtype`,
     );
   }
-  const names = WANTED.filter((n) => manifest.files[n]);
+  const heads = DRAFT_HEAD.filter((n) => manifest.files[n]);
+  if (heads.length === 1) {
+    throw new BlockffnError(
+      'InvalidCheckpoint',
+      `manifest.json lists ${heads[0]} without ${DRAFT_HEAD.find((n) => n !== heads[0])}: a draft head needs both files`,
+    );
+  }
+  const skipHead = options.draftHead === false;
+  const names = WANTED.filter((n) => manifest.files[n] && !(skipHead && DRAFT_HEAD.includes(n)));
   const sizes = Object.fromEntries(names.map((n) => [n, Number(manifest.files[n].size)]));
   const weightBytes = sizes[WEIGHTS];
   checkRecordedSizes(names, sizes, dtype, maxBytes);
@@ -624,6 +645,14 @@ export async function loadModel(wasm, source, options = {}) {
     } catch (e) {
       throw toBlockffnError(e, src.id);
     }
+    if (small['eagle.safetensors']) {
+      try {
+        attachDraftHead(wasm, engine, small['eagle.json'], small['eagle.safetensors']);
+      } catch (e) {
+        engine.free();
+        throw toBlockffnError(e, src.id);
+      }
+    }
     let tokenizerConfig = null;
     if (small['tokenizer_config.json']) {
       try {
@@ -649,6 +678,17 @@ export async function loadModel(wasm, source, options = {}) {
   } finally {
     // The engine took the bytes; this frees the (now empty) buffer, or the full one after a failure.
     freeWeights(weights);
+  }
+}
+
+/** Gives the engine the package's draft head (its weights copied into wasm memory once). */
+function attachDraftHead(wasm, engine, configBytes, weightBytes) {
+  const buf = new wasm.WeightBuffer(weightBytes.byteLength);
+  try {
+    writePieces(buf, 0, weightBytes);
+    engine.setDraftHead(new TextDecoder().decode(configBytes), buf);
+  } finally {
+    buf.free();
   }
 }
 

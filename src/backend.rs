@@ -60,6 +60,15 @@ pub trait Backend {
     fn ffn(&self, l: usize, mode: FfnMode, h: &mut Self::Acts, experts: &mut ExpertMasks) -> Result<()>;
     /// Final norm and LM head of the span's positions `from..`, one vocab-sized row each.
     async fn head(&self, h: &mut Self::Acts, from: usize, experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>>;
+    /// The final-normed hidden state of every position of the span (`[k, hidden]`): the features
+    /// a draft head reads. Backends that keep activations on a device do not hand them back.
+    fn features(&self, _h: &Self::Acts) -> Result<Vec<f32>> {
+        Err(crate::Error::Unsupported("this backend does not hand back hidden states (the EAGLE draft head runs on the CPU)".into()))
+    }
+    /// The embedding and LM head for a draft head, where the backend holds them on the host.
+    fn draft_target(&self) -> Option<&dyn crate::spec::DraftTarget> {
+        None
+    }
     /// Kernel dispatches of the last span (device backends; `None` where that means nothing).
     fn last_dispatches(&self) -> Option<usize> {
         None

@@ -115,7 +115,7 @@ impl<C: SeqCache> Stepper<C> {
             finish: None,
             mask: Vec::new(),
             step_ids: Vec::new(),
-            spec: Speculator::new(opts.speculative),
+            spec: Speculator::new(opts.speculative, model.draft_head(), model.backend().draft_target().is_some())?,
             stats: RunningSparsity::new(cfg.num_hidden_layers, cfg.num_experts()),
             text: TextStream::new(&opts.stop_strings),
         })
@@ -196,9 +196,26 @@ impl<C: SeqCache> Stepper<C> {
         match self.logits.take() {
             Some(l) => Ok(l),
             None => {
-                let mut out = model.forward_async(&mut self.cache, &self.context, self.mode, Logits::Last).await?;
+                let mut out = if self.wants_features() {
+                    let out = model.forward_features_async(&mut self.cache, &self.context, self.mode, Logits::Last).await?;
+                    self.observe_features(0, &out.features);
+                    out
+                } else {
+                    model.forward_async(&mut self.cache, &self.context, self.mode, Logits::Last).await?
+                };
                 Ok(out.logits.pop().expect("forward returned the last logits"))
             }
+        }
+    }
+
+    /// True when the drafter reads the model's features (the EAGLE head).
+    fn wants_features(&self) -> bool {
+        self.spec.as_ref().is_some_and(|s| s.drafter.wants_features())
+    }
+
+    fn observe_features(&mut self, pos0: usize, features: &[f32]) {
+        if let Some(s) = self.spec.as_mut() {
+            s.drafter.observe(pos0, features);
         }
     }
 
@@ -238,13 +255,15 @@ impl<C: SeqCache> Stepper<C> {
             .min(self.max_new.saturating_sub(self.new_ids.len()))
             .min(MAX_DRAFT);
         let want = spec.len.choose().min(room);
-        let drafts = if want > 0 { spec.drafter.draft(&self.context, want) } else { Vec::new() };
+        // The step's cost includes drafting (a draft head's forwards are not free).
+        let t_start = clock::now_ms();
+        let target = model.backend().draft_target();
+        let drafts = if want > 0 { spec.drafter.draft(&self.context, want, target) } else { Vec::new() };
         let drafts = &drafts[..drafts.len().min(want)];
         let pos0 = self.cache.len();
         let mut span = Vec::with_capacity(1 + drafts.len());
         span.push(t0);
         span.extend_from_slice(drafts);
-        let t_start = clock::now_ms();
         if drafts.is_empty() && self.sampler.params().is_greedy() && model.greedy_on_device() {
             // Nothing to verify: a plain step, the token picked on the device.
             let penalty = self.sampler.params().penalty();
@@ -257,7 +276,10 @@ impl<C: SeqCache> Stepper<C> {
             }
             return Ok(Some(t0));
         }
+        let feats = self.wants_features();
         let out = match self.mode {
+            // A span within one block in sparse mode is forward_chunk, features included.
+            _ if feats => model.forward_features_async(&mut self.cache, &span, self.mode, Logits::All).await?,
             FfnMode::Sparse => model.forward_chunk_async(&mut self.cache, &span, Logits::All).await?,
             FfnMode::Dense => model.forward_async(&mut self.cache, &span, FfnMode::Dense, Logits::All).await?,
         };
@@ -286,8 +308,12 @@ impl<C: SeqCache> Stepper<C> {
         // Taken again below, with the stop checks.
         self.context.truncate(self.context.len() - accepted);
         self.observe_step(drafts.len(), accepted, ms, &out.experts, model.config().num_hidden_layers);
-        // Keep t0 and the accepted drafts in the cache.
+        // Keep t0 and the accepted drafts in the cache (and their features for the drafter).
         self.cache.truncate(pos0 + 1 + accepted);
+        if feats {
+            let h = model.config().hidden_size;
+            self.observe_features(pos0, &out.features[..(1 + accepted) * h]);
+        }
         for (j, &d) in drafts[..accepted].iter().enumerate() {
             if !self.take_verified(d, &out.experts, 1 + j, tok)? {
                 break;

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ModelConfig;
 use crate::model::Model;
+use crate::spec::eagle::{EagleHead, EAGLE_CONFIG, EAGLE_WEIGHTS, MAX_EAGLE_CONFIG_BYTES};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::sink::{fill_from, HostSink, WeightSink};
 use crate::tensor::DType;
@@ -49,6 +50,8 @@ pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Largest `tokenizer.json` accepted (122,753-token vocabularies are ~5 MB).
 pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+/// Largest draft-head weights file accepted (the demo's is 1.6 MB; a head is one decoder layer).
+pub const MAX_DRAFT_HEAD_BYTES: u64 = 1 << 30;
 
 impl Manifest {
     pub fn parse(text: &str) -> Result<Self> {
@@ -272,7 +275,39 @@ pub fn load_dir(dir: &Path) -> Result<Package> {
         HostSink::new(usize::try_from(len).map_err(|_| Error::OutOfMemory("weights too large".into()))?)?;
     fill_from(&mut sink, &mut f, 8 << 20).map_err(|e| Error::io(&wpath, e))?;
     manifest.verify_digest(WEIGHTS_FILE, len, &sink.sha256())?;
-    let model = model_from_parts(&config_json, sink.into_buf())?;
+    let mut model = model_from_parts(&config_json, sink.into_buf())?;
     check_dtype(&model, &manifest.dtype)?;
+    if has_draft_head(&manifest)? {
+        let json = read_small(dir, EAGLE_CONFIG, listed(EAGLE_CONFIG, MAX_EAGLE_CONFIG_BYTES))?;
+        manifest.verify(EAGLE_CONFIG, &json)?;
+        let json = String::from_utf8(json).map_err(|_| Error::InvalidCheckpoint(format!("{EAGLE_CONFIG} is not UTF-8")))?;
+        let path = dir.join(EAGLE_WEIGHTS);
+        let mut f = open_regular(&path)?;
+        let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let recorded = manifest.files[EAGLE_WEIGHTS].size;
+        if len != recorded || len > MAX_DRAFT_HEAD_BYTES {
+            return Err(Error::IntegrityMismatch(format!(
+                "{EAGLE_WEIGHTS} is {len} bytes but manifest.json records {recorded} (a draft head is at most \
+                 {MAX_DRAFT_HEAD_BYTES}); the file is truncated or replaced — download or convert it again"
+            )));
+        }
+        let mut sink = HostSink::new(len as usize)?;
+        fill_from(&mut sink, &mut f, 8 << 20).map_err(|e| Error::io(&path, e))?;
+        manifest.verify_digest(EAGLE_WEIGHTS, len, &sink.sha256())?;
+        model.set_draft_head(Some(EagleHead::new(&json, sink.into_buf(), model.config())?));
+    }
     Ok(Package { manifest, model, tokenizer_json })
+}
+
+/// True when the manifest lists a draft head; its two files come together or not at all.
+pub fn has_draft_head(manifest: &Manifest) -> Result<bool> {
+    match (manifest.files.contains_key(EAGLE_CONFIG), manifest.files.contains_key(EAGLE_WEIGHTS)) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        (has_config, _) => Err(Error::InvalidCheckpoint(format!(
+            "manifest.json lists {} without {}: a draft head needs both files",
+            if has_config { EAGLE_CONFIG } else { EAGLE_WEIGHTS },
+            if has_config { EAGLE_WEIGHTS } else { EAGLE_CONFIG },
+        ))),
+    }
 }

@@ -14,6 +14,7 @@ use crate::config::{Attention, Ffn, FfnType};
 use crate::generate::{generate, GenerateOptions, Stepper};
 use crate::model::{FfnMode, KvCache, Logits, Model};
 use crate::package::{model_from_parts, Manifest};
+use crate::spec::EagleHead;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{Segment, Tokenizer};
 use crate::sink::{HostSink, WeightSink};
@@ -241,6 +242,8 @@ struct ModelSummary {
     bos_token_id: Option<u32>,
     eos_token_id: Option<u32>,
     has_tokenizer: bool,
+    /// Parameters of the attached draft head (`None`: none attached).
+    draft_head_params: Option<usize>,
 }
 
 /// The generation options' `speculative` and `draftLen`.
@@ -254,9 +257,11 @@ fn speculative(mode: Option<&str>, len: Option<f64>) -> Result<Speculative, JsVa
     };
     match mode {
         None | Some("off") => Ok(Speculative::Off),
-        Some("ngram") | Some("auto") => Ok(Speculative::Ngram(len)),
+        Some("ngram") => Ok(Speculative::Ngram(len)),
+        Some("eagle") => Ok(Speculative::Eagle(len)),
+        Some("auto") => Ok(Speculative::Auto(len)),
         Some(m) => Err(js_err(Error::InvalidInput(format!(
-            "speculative must be 'auto', 'ngram' or false (off), got {m:?}"
+            "speculative must be 'auto', 'ngram', 'eagle' or false (off), got {m:?}"
         )))),
     }
 }
@@ -286,7 +291,7 @@ struct GenOptions {
     stop_token_ids: Vec<u32>,
     /// Texts that end generation (the text is cut before the first one).
     stop: Vec<String>,
-    /// `"off"` (default), `"ngram"` or `"auto"`: speculative decoding (same output).
+    /// `"off"` (default), `"ngram"`, `"eagle"` or `"auto"`: speculative decoding (same output).
     speculative: Option<String>,
     /// Draft tokens per verification, 1..=15; absent: chosen per step.
     draft_len: Option<f64>,
@@ -409,6 +414,25 @@ impl Engine {
         Ok(Engine { loaded: Loaded::Gpu(Rc::new(Model::with_backend(backend))), tokenizer, params })
     }
 
+    /// Attaches the package's draft head (`eagle.json` and the weights of `eagle.safetensors`,
+    /// taken from `weights`), checked against this model; before any generation starts.
+    #[wasm_bindgen(js_name = setDraftHead)]
+    pub fn set_draft_head(&mut self, config_json: &str, weights: &mut WeightBuffer) -> Result<(), JsValue> {
+        let buf = weights
+            .sink
+            .take()
+            .ok_or_else(|| js_err(Error::InvalidInput("this WeightBuffer was already used".into())))?
+            .into_buf();
+        let head = EagleHead::new(config_json, buf, self.config()).map_err(js_err)?;
+        let busy = || js_err(Error::InvalidInput("a draft head is attached before the first generation".into()));
+        match &mut self.loaded {
+            Loaded::Cpu(m) => Rc::get_mut(m).ok_or_else(busy)?.set_draft_head(Some(head)),
+            #[cfg(feature = "gpu")]
+            Loaded::Gpu(m) => Rc::get_mut(m).ok_or_else(busy)?.set_draft_head(Some(head)),
+        }
+        Ok(())
+    }
+
     /// `"webgpu"` or `"wasm"`: where this engine's model runs.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
@@ -453,6 +477,7 @@ impl Engine {
             bos_token_id: c.bos_token_id,
             eos_token_id: c.eos_token_id,
             has_tokenizer: self.tokenizer.is_some(),
+            draft_head_params: on_model!(&self.loaded, m => m.draft_head().map(|h| h.params())),
         })
     }
 

@@ -86,9 +86,10 @@ enum Cmd {
         /// Print {"ids": [...], "text": "..."} instead of streaming text.
         #[arg(long)]
         json: bool,
-        /// Speculative decoding: `ngram` drafts by prompt lookup and verifies the draft in one
-        /// forward over the union of its experts (same output as `off`); `auto` picks the drafter.
-        #[arg(long, default_value = "off", value_parser = ["off", "ngram", "auto"])]
+        /// Speculative decoding: `ngram` drafts by prompt lookup, `eagle` with the package's draft
+        /// head; the draft is verified in one forward over the union of its experts (same output
+        /// as `off`); `auto` takes the draft head where the package has one, else prompt lookup.
+        #[arg(long, default_value = "off", value_parser = ["off", "ngram", "eagle", "auto"])]
         speculative: String,
         /// Draft tokens per verification: a number (1-15), or `auto` (from the live acceptance
         /// rate and the measured cost of verifying).
@@ -531,7 +532,8 @@ fn parse_speculative(mode: &str, len: &str) -> Result<blockffn::spec::Speculativ
     };
     Ok(match mode {
         "off" => Speculative::Off,
-        // The one drafter that needs no weights; auto takes it until a package ships a draft head.
-        _ => Speculative::Ngram(len),
+        "ngram" => Speculative::Ngram(len),
+        "eagle" => Speculative::Eagle(len),
+        _ => Speculative::Auto(len),
     })
 }

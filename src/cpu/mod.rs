@@ -3,8 +3,8 @@
 
 mod block_ffn;
 mod cache;
-mod dense_ffn;
-mod gqa;
+pub(crate) mod dense_ffn;
+pub(crate) mod gqa;
 mod mla;
 
 pub use cache::KvCache;
@@ -19,6 +19,7 @@ use crate::layout::{tensor_table, Part, RoleMap};
 use crate::model::FfnMode;
 use crate::tensor::DType;
 use crate::weights::{TensorInfo, WeightStore};
+use crate::spec::DraftTarget;
 use crate::Result;
 
 use block_ffn::{BlockFfnParams, BlockFfnWeights};
@@ -259,6 +260,19 @@ impl Backend for Cpu {
     }
 
     /// One product for all requested positions.
+    fn features(&self, a: &CpuActs) -> Result<Vec<f32>> {
+        let hsz = self.hidden();
+        let mut out = vec![0.0; a.h.len()];
+        for (h, y) in a.h.chunks_exact(hsz).zip(out.chunks_exact_mut(hsz)) {
+            rmsnorm(h, self.store.f32s(&self.final_norm), self.config.rms_norm_eps, y);
+        }
+        Ok(out)
+    }
+
+    fn draft_target(&self) -> Option<&dyn DraftTarget> {
+        Some(self)
+    }
+
     async fn head(&self, a: &mut CpuActs, from: usize, _experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         let (hsz, vocab) = (cfg.hidden_size, cfg.vocab_size);
@@ -276,5 +290,23 @@ impl Backend for Cpu {
         let mut logits = vec![0.0; n * vocab];
         matmul(self.store.mat(&self.lm_head), &xs, &mut logits);
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// The draft head's view of the model: the same embedding rows and LM head as the decoder's.
+impl DraftTarget for Cpu {
+    fn embed_scaled(&self, id: u32, out: &mut [f32]) {
+        row_to_f32(self.store.mat(&self.embed), id as usize, out);
+        out.iter_mut().for_each(|v| *v *= self.config.scale_emb);
+    }
+
+    fn lm_head(&self, features: &[f32], out: &mut [f32]) {
+        let div = self.config.logit_divisor();
+        let xs: Vec<f32> = features.iter().map(|v| v / div).collect();
+        matmul(self.store.mat(&self.lm_head), &xs, out);
+    }
+
+    fn vocab(&self) -> usize {
+        self.config.vocab_size
     }
 }

@@ -13,6 +13,8 @@ use crate::cpu::Cpu;
 use crate::experts::ExpertMasks;
 use crate::tensor::DType;
 use crate::ready::ready;
+use crate::spec::EagleHead;
+use std::sync::Arc;
 use crate::weights::WeightStore;
 use crate::{Error, Result};
 
@@ -47,6 +49,8 @@ pub struct ForwardOut {
     pub logits: Vec<Vec<f32>>,
     /// Every position's active experts, per layer (nothing set for dense-FFN models).
     pub experts: ExpertMasks,
+    /// Every position's final-normed hidden state (`[k, hidden]`), when asked for (draft heads).
+    pub features: Vec<f32>,
 }
 
 impl ForwardOut {
@@ -60,13 +64,15 @@ impl ForwardOut {
 /// backend. `Model` alone is the CPU one.
 pub struct Model<B: Backend = Cpu> {
     backend: B,
+    /// The package's optional draft head (speculative decoding, [`crate::spec::Eagle`]).
+    draft_head: Option<Arc<EagleHead>>,
 }
 
 impl Model<Cpu> {
     /// Builds a model over runtime weights, checking that every tensor the config implies is
     /// present with its exact shape and that there is nothing else.
     pub fn new(config: ModelConfig, store: WeightStore) -> Result<Self> {
-        Ok(Model { backend: Cpu::new(config, store)? })
+        Ok(Model { backend: Cpu::new(config, store)?, draft_head: None })
     }
 
     /// Element types of the weight matrices (every tensor not kept in f32), in table order.
@@ -87,7 +93,16 @@ impl Model<Cpu> {
 
 impl<B: Backend> Model<B> {
     pub fn with_backend(backend: B) -> Self {
-        Model { backend }
+        Model { backend, draft_head: None }
+    }
+
+    /// Attaches the package's draft head (already checked against this model's config).
+    pub fn set_draft_head(&mut self, head: Option<EagleHead>) {
+        self.draft_head = head.map(Arc::new);
+    }
+
+    pub fn draft_head(&self) -> Option<&Arc<EagleHead>> {
+        self.draft_head.as_ref()
     }
 
     pub fn backend(&self) -> &B {
@@ -146,6 +161,30 @@ impl<B: Backend> Model<B> {
         mode: FfnMode,
         logits: Logits,
     ) -> Result<ForwardOut> {
+        self.forward_blocks(cache, ids, mode, logits, false).await
+    }
+
+    /// [`Model::forward_async`] that also returns every position's features
+    /// ([`ForwardOut::features`]); a span of up to [`PREFILL_BLOCK`] tokens in sparse mode is
+    /// [`Model::forward_chunk`].
+    pub async fn forward_features_async(
+        &self,
+        cache: &mut B::Cache,
+        ids: &[u32],
+        mode: FfnMode,
+        logits: Logits,
+    ) -> Result<ForwardOut> {
+        self.forward_blocks(cache, ids, mode, logits, true).await
+    }
+
+    async fn forward_blocks(
+        &self,
+        cache: &mut B::Cache,
+        ids: &[u32],
+        mode: FfnMode,
+        logits: Logits,
+        features: bool,
+    ) -> Result<ForwardOut> {
         self.check_ids(cache, ids)?;
         let mut out = ForwardOut::default();
         let blocks = ids.len().div_ceil(PREFILL_BLOCK);
@@ -154,9 +193,10 @@ impl<B: Backend> Model<B> {
                 Logits::Last if b + 1 < blocks => Logits::None,
                 l => l,
             };
-            let o = self.forward_span(cache, block, mode, want).await?;
+            let o = self.forward_span(cache, block, mode, want, features).await?;
             out.logits.extend(o.logits);
             out.experts.extend(&o.experts);
+            out.features.extend(o.features);
         }
         check_finite(&out.logits)?;
         Ok(out)
@@ -173,7 +213,7 @@ impl<B: Backend> Model<B> {
     /// [`Model::forward_chunk`] for every backend.
     pub async fn forward_chunk_async(&self, cache: &mut B::Cache, ids: &[u32], logits: Logits) -> Result<ForwardOut> {
         self.check_ids(cache, ids)?;
-        let out = self.forward_span(cache, ids, FfnMode::Sparse, logits).await?;
+        let out = self.forward_span(cache, ids, FfnMode::Sparse, logits, false).await?;
         check_finite(&out.logits)?;
         Ok(out)
     }
@@ -246,16 +286,18 @@ impl<B: Backend> Model<B> {
         ids: &[u32],
         mode: FfnMode,
         logits: Logits,
+        features: bool,
     ) -> Result<ForwardOut> {
         let k = ids.len();
         let (mut h, mut experts) = self.run_layers(cache, ids, mode)?;
+        let features = if features { self.backend.features(&h)? } else { Vec::new() };
         let first = match logits {
             Logits::All => 0,
             Logits::Last => k.saturating_sub(1),
             Logits::None => k,
         };
         let logits = self.backend.head(&mut h, first, &mut experts).await?;
-        Ok(ForwardOut { logits, experts })
+        Ok(ForwardOut { logits, experts, features })
     }
 }
 

@@ -9,16 +9,31 @@
 
 pub mod adaptive;
 pub mod clock;
+pub mod eagle;
 pub mod ngram;
 
+use std::sync::Arc;
+
 pub use adaptive::DraftLength;
+pub use eagle::{DraftTarget, Eagle, EagleHead};
 pub use ngram::PromptLookup;
+
+use crate::{Error, Result};
 
 /// Proposes draft tokens after a context.
 pub trait Drafter {
     /// Up to `k` tokens that may follow `context` (prompt and every generated id); fewer, or
-    /// none, when it has no guess.
-    fn draft(&mut self, context: &[u32], k: usize) -> Vec<u32>;
+    /// none, when it has no guess. `target` lends the model's embedding and LM head where the
+    /// backend holds them on the host.
+    fn draft(&mut self, context: &[u32], k: usize, target: Option<&dyn DraftTarget>) -> Vec<u32>;
+    /// True when the drafter reads the target's features: the stepper then asks the model for
+    /// the final-normed hidden state of every position it runs and hands them to `observe`.
+    fn wants_features(&self) -> bool {
+        false
+    }
+    /// The target's features of positions `pos0..` (`[n, hidden]`), once those positions are
+    /// kept in the cache; they replace anything seen from `pos0` on.
+    fn observe(&mut self, _pos0: usize, _features: &[f32]) {}
 }
 
 /// Which drafter, and how many tokens it may propose per step.
@@ -29,6 +44,10 @@ pub enum Speculative {
     Off,
     /// Prompt lookup ([`PromptLookup`]).
     Ngram(DraftLen),
+    /// The model package's draft head ([`Eagle`]).
+    Eagle(DraftLen),
+    /// The draft head where the package has one and the backend runs it, else prompt lookup.
+    Auto(DraftLen),
 }
 
 /// Draft tokens per verification.
@@ -104,16 +123,34 @@ pub struct Speculator {
 }
 
 impl Speculator {
-    /// `None` for [`Speculative::Off`].
-    pub fn new(s: Speculative) -> Option<Speculator> {
-        match s {
+    /// `None` for [`Speculative::Off`]. `head` is the model's draft head, if its package has
+    /// one; `host_target` says whether the backend lends its embedding and LM head (the CPU).
+    pub fn new(s: Speculative, head: Option<&Arc<EagleHead>>, host_target: bool) -> Result<Option<Speculator>> {
+        let eagle = |len| Speculator::with(Box::new(Eagle::new(Arc::clone(head.expect("checked")))), len);
+        Ok(match s {
             Speculative::Off => None,
-            Speculative::Ngram(len) => Some(Speculator {
-                drafter: Box::new(PromptLookup::default()),
-                len: DraftLength::new(len),
-                last: None,
-                totals: SpecTotals::default(),
-            }),
-        }
+            Speculative::Ngram(len) => Some(Speculator::with(Box::new(PromptLookup::default()), len)),
+            Speculative::Eagle(len) => {
+                if head.is_none() {
+                    return Err(Error::Unsupported(
+                        "this model package has no draft head (eagle.json and eagle.safetensors in its manifest); \
+                         use speculative 'ngram' or 'auto'"
+                            .into(),
+                    ));
+                }
+                if !host_target {
+                    return Err(Error::Unsupported(
+                        "the EAGLE draft head runs on the CPU backend only; on the GPU use speculative 'ngram' or 'auto'".into(),
+                    ));
+                }
+                Some(eagle(len))
+            }
+            Speculative::Auto(len) if head.is_some() && host_target => Some(eagle(len)),
+            Speculative::Auto(len) => Some(Speculator::with(Box::new(PromptLookup::default()), len)),
+        })
+    }
+
+    fn with(drafter: Box<dyn Drafter>, len: DraftLen) -> Speculator {
+        Speculator { drafter, len: DraftLength::new(len), last: None, totals: SpecTotals::default() }
     }
 }

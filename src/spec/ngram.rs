@@ -19,7 +19,7 @@ impl Default for PromptLookup {
 }
 
 impl Drafter for PromptLookup {
-    fn draft(&mut self, context: &[u32], k: usize) -> Vec<u32> {
+    fn draft(&mut self, context: &[u32], k: usize, _target: Option<&dyn super::DraftTarget>) -> Vec<u32> {
         let len = context.len();
         if k == 0 {
             return Vec::new();
@@ -48,15 +48,15 @@ mod tests {
     fn drafts_what_followed_the_latest_match_with_backoff() {
         let mut d = PromptLookup::default();
         // "5 6 7" occurred followed by 8 9; the latest occurrence wins.
-        assert_eq!(d.draft(&[5, 6, 7, 8, 9, 1, 5, 6, 7, 4, 2, 5, 6, 7], 2), vec![4, 2]);
+        assert_eq!(d.draft(&[5, 6, 7, 8, 9, 1, 5, 6, 7, 4, 2, 5, 6, 7], 2, None), vec![4, 2]);
         // No trigram match: bigram "6 7" → 8.
-        assert_eq!(d.draft(&[1, 6, 7, 8, 3, 6, 7], 3), vec![8, 3, 6]);
+        assert_eq!(d.draft(&[1, 6, 7, 8, 3, 6, 7], 3, None), vec![8, 3, 6]);
         // Unigram only.
-        assert_eq!(d.draft(&[4, 9, 1, 4], 2), vec![9, 1]);
+        assert_eq!(d.draft(&[4, 9, 1, 4], 2, None), vec![9, 1]);
         // Nothing repeats.
-        assert!(d.draft(&[1, 2, 3, 4], 4).is_empty());
-        assert!(d.draft(&[1, 2, 1], 0).is_empty());
+        assert!(d.draft(&[1, 2, 3, 4], 4, None).is_empty());
+        assert!(d.draft(&[1, 2, 1], 0, None).is_empty());
         // The draft stops at the end of the context.
-        assert_eq!(d.draft(&[7, 7], 5), vec![7]);
+        assert_eq!(d.draft(&[7, 7], 5, None), vec![7]);
     }
 }

@@ -1,7 +1,8 @@
 // Speculative decoding through the npm package (Node, wasm): greedy output equals plain greedy
-// output and the native CLI's, token for token, with the same per-token experts; chunks of a
-// speculative step carry several tokens with one mask each and the step's telemetry; bad options
-// are typed errors.
+// output and the native CLI's, token for token, with the same per-token experts, for prompt lookup
+// and the demo package's draft head (loaded from its manifest; draftHead: false leaves it out);
+// chunks of a speculative step carry several tokens with one mask each and the step's telemetry;
+// bad options are typed errors.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -69,6 +70,38 @@ test('greedy speculative = greedy plain = the CLI, with the same per-token exper
   assert.ok(accepted > 0, 'some drafts were accepted');
 });
 
+test('the draft head: loaded from the manifest, greedy eagle = greedy plain = the CLI, drafts accepted', async () => {
+  assert.ok(info.draftHead && info.draftHead.params > 100_000, JSON.stringify(info.draftHead));
+  let drafted = 0;
+  let accepted = 0;
+  for (const prompt of PROMPTS) {
+    const plain = await run(prompt, {});
+    for (const [speculative, draftLen, mode] of [['eagle', undefined, 'sparse'], ['eagle', 4, 'dense'], ['auto', undefined, 'sparse']]) {
+      const spec = await run(prompt, { speculative, draftLen, mode });
+      assert.deepEqual(spec.ids, plain.ids, `${speculative}/${draftLen}/${mode}: ${JSON.stringify(prompt.slice(0, 30))}`);
+      assert.deepEqual(spec.experts, plain.experts);
+      const totals = spec.chunks.at(-1).stats.speculation;
+      drafted += totals.drafted;
+      accepted += totals.accepted;
+    }
+    const cli = cliGenerateModel(DEMO, ['--prompt', prompt, '--max-new-tokens', '40', '--ignore-eos', '--speculative', 'eagle']);
+    assert.deepEqual(cli.ids, plain.ids, 'the CLI with --speculative eagle');
+  }
+  assert.ok(accepted > 0.3 * drafted, `the head's drafts are accepted (${accepted} of ${drafted})`);
+});
+
+test('draftHead: false loads without the head; eagle is then Unsupported and auto is prompt lookup', async () => {
+  const e2 = await pkg.createEngine({ worker: false });
+  const i2 = await e2.load(DEMO, { draftHead: false, cache: false });
+  assert.equal(i2.draftHead, null);
+  await assert.rejects(e2.generate('Hi', { speculative: 'eagle' }).next(), (e) => e.code === 'Unsupported' && /draft head/.test(e.message));
+  const ids = [];
+  for await (const c of e2.generate(PROMPTS[0], { maxTokens: 24, temperature: 0, ignoreEos: true, speculative: 'auto' })) ids.push(...c.tokenIds);
+  assert.deepEqual(ids, (await run(PROMPTS[0], { maxTokens: 24 })).ids);
+  await assert.rejects(e2.load(DEMO, { draftHead: 'no' }), (e) => e.code === 'InvalidInput' && /draftHead/.test(e.message));
+  await e2.unload();
+});
+
 test('chat completions take speculative and answer the same', async () => {
   const req = { messages: [{ role: 'user', content: 'Say something about rivers.' }], max_tokens: 24, temperature: 0 };
   const a = await engine.chat.completions.create(req);
@@ -79,7 +112,6 @@ test('chat completions take speculative and answer the same', async () => {
 
 test('bad speculative options are typed errors', async () => {
   const first = (o) => engine.generate('Hi', o).next();
-  await assert.rejects(first({ speculative: 'eagle' }), (e) => e.code === 'Unsupported' && /draft head/.test(e.message));
   await assert.rejects(first({ speculative: 'fast' }), (e) => e.code === 'InvalidInput' && /speculative/.test(e.message));
   await assert.rejects(first({ speculative: 'ngram', draftLen: 0 }), (e) => e.code === 'InvalidInput' && /draftLen/.test(e.message));
   await assert.rejects(first({ speculative: 'ngram', draftLen: 99 }), (e) => e.code === 'InvalidInput');

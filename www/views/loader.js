@@ -144,8 +144,13 @@ export function createLoader(ctx) {
       ['Attention / FFN', `${info.attention} / ${info.ffn}`],
       ['Context', `${info.contextLength} tokens`],
       ['Chat template', `${info.chatTemplate}${info.chatTemplateFallback ? ' (fallback)' : ''}`],
+      ['Draft head', info.draftHead ? `EAGLE, ${(info.draftHead.params / 1e6).toFixed(2)} M parameters` : 'none'],
       ['Source', info.fromCache ? 'browser cache (sha256 checked)' : info.id.startsWith('files:') ? 'local files' : 'downloaded'],
     ];
+    // The draft head runs on the wasm backend, when the package has one.
+    const eagle = $('spec-eagle').querySelector('input');
+    eagle.disabled = !info.draftHead || info.backend === 'webgpu';
+    if (eagle.disabled && eagle.checked) document.querySelector('input[name="spec"][value="off"]').checked = true;
     $('model-info').replaceChildren(
       ...rows.map(([k, v]) => {
         const d = document.createElement('div');
