@@ -1,7 +1,8 @@
 // Speculative decoding end to end: the demo model through the npm API in Node (one thread, the
 // wasm build in pkg/), on a fixed prompt set — chat, continuation, rewrite of a given paragraph,
 // and a copy-heavy one — in f16 (as shipped), f32 and q8: greedy decode tokens/s of dense AR,
-// sparse AR and speculative + sparse (prompt lookup, adaptive draft length), tokens per forward
+// sparse AR and speculative + sparse with each drafter (prompt lookup; the package's EAGLE draft
+// head; adaptive draft length), tokens per forward
 // (1 + mean accepted drafts), mean union of experts per verification; every speculative output is
 // checked equal to the plain one. Medians of repeated runs, every ratio from the same run.
 //   node bench/speculative.mjs [--quick] [--out bench/results/speculative-<date>.json]
@@ -37,6 +38,7 @@ const CONFIGS = [
   { name: 'sparse AR', mode: 'sparse', speculative: false },
   { name: 'spec ngram + sparse', mode: 'sparse', speculative: 'ngram' },
   { name: 'spec ngram + dense', mode: 'dense', speculative: 'ngram' },
+  { name: 'spec eagle + sparse', mode: 'sparse', speculative: 'eagle' },
 ];
 
 const engine = await createEngine({ backend: 'wasm' });
@@ -91,14 +93,16 @@ mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
 writeFileSync(out, JSON.stringify({ machine, rows }, null, 1));
 
 console.log(`Machine: ${machine.cpu}, Node ${machine.node}, one thread; greedy, ${MAX_TOKENS} new tokens, median of ${REPS}.\n`);
-console.log('| dtype | prompt | dense AR tok/s | sparse AR tok/s | spec+sparse tok/s | spec+sparse ÷ dense AR | spec+sparse ÷ sparse AR | tokens/forward | mean union (of 32) | spec+dense tok/s |');
+console.log('| dtype | prompt | dense AR tok/s | sparse AR tok/s | drafter | spec+sparse tok/s | ÷ dense AR | ÷ sparse AR | tokens/forward | mean union (of 32) |');
 console.log('|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   const d = r['dense AR'].tokensPerSecond;
   const s = r['sparse AR'].tokensPerSecond;
-  const p = r['spec ngram + sparse'];
-  console.log(
-    `| ${r.dtype} | ${r.prompt} | ${fmt(d, 1)} | ${fmt(s, 1)} | ${fmt(p.tokensPerSecond, 1)} | ${fmt(p.tokensPerSecond / d)}× | ${fmt(p.tokensPerSecond / s)}× | ${fmt(p.tokensPerForward)} | ${fmt(p.meanUnion, 1)} | ${fmt(r['spec ngram + dense'].tokensPerSecond, 1)} |`,
-  );
+  for (const drafter of ['ngram', 'eagle']) {
+    const p = r[`spec ${drafter} + sparse`];
+    console.log(
+      `| ${r.dtype} | ${r.prompt} | ${fmt(d, 1)} | ${fmt(s, 1)} | ${drafter} | ${fmt(p.tokensPerSecond, 1)} | ${fmt(p.tokensPerSecond / d)}× | ${fmt(p.tokensPerSecond / s)}× | ${fmt(p.tokensPerForward)} | ${fmt(p.meanUnion, 1)} |`,
+    );
+  }
 }
 console.log(`\nResults: ${out}`);

@@ -117,7 +117,7 @@ export function createChatCompletion(engine, request) {
 const SUPPORTED = [
   'messages', 'stream', 'stream_options', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'seed', 'stop', 'n',
   // extensions
-  'top_k', 'repetition_penalty', 'mode', 'signal', 'speculative',
+  'top_k', 'repetition_penalty', 'mode', 'signal', 'speculative', 'draft_tree',
 ];
 /** OpenAI fields that change nothing here (usage is always sent; there is one model). */
 const IGNORED = ['model', 'user', 'store', 'metadata', 'service_tier', 'parallel_tool_calls'];
@@ -172,8 +172,9 @@ function chatOptions(r) {
     stop,
     signal: checkSignal(r.signal),
     mode: r.mode ?? undefined,
-    // generate() checks it (same values: 'auto' | 'ngram' | false).
+    // generate() checks them (same values: 'auto' | 'ngram' | 'eagle' | false; 0-3).
     speculative: r.speculative ?? undefined,
+    draftTree: r.draft_tree ?? undefined,
   };
 }
 

@@ -29,7 +29,7 @@ function yieldToEventLoop() {
 
 const GENERATE_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'repetitionPenalty', 'seed', 'stop', 'ignoreEos', 'signal', 'mode',
-  'speculative', 'draftLen',
+  'speculative', 'draftLen', 'draftTree',
 ];
 
 /** `speculative` as the wasm side takes it: 'off', 'ngram', 'eagle' or 'auto'. */
@@ -73,6 +73,7 @@ function generationOptions(options) {
       ignoreEos: optBoolean(o, 'ignoreEos') ?? false,
       speculative: speculativeOption(o.speculative),
       draftLen: o.draftLen === 'auto' ? undefined : optNumber(o, 'draftLen', { min: 1, max: 15, integer: true }),
+      draftTree: optNumber(o, 'draftTree', { min: 0, max: 3, integer: true }),
     },
     stop,
     signal: checkSignal(o.signal),

@@ -202,6 +202,12 @@ export interface GenerateOptions {
   speculative?: 'auto' | 'ngram' | 'eagle' | false;
   /** Draft tokens per verification (1-15); 'auto' or absent: chosen per step from the measured acceptance and cost. */
   draftLen?: number | 'auto';
+  /**
+   * Draft trees: this many alternatives (0-3) beside each draft token, verified in the same forward,
+   * each node attending to its own ancestors (greedy decoding on the wasm backend; chains otherwise).
+   * Default 0 (chains).
+   */
+  draftTree?: number;
 }
 
 /** What one speculative step did. */

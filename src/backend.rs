@@ -24,6 +24,11 @@ pub trait SeqCache {
     }
     /// Marks `k` more positions as filled once every layer has appended them.
     fn advance(&mut self, k: usize);
+    /// Keeps positions `from + keep[j]` at `from + j` (`keep` ascending) and drops the rest after
+    /// `from`: the accepted path of a verified draft tree. `false` where the cache cannot.
+    fn keep_path(&mut self, _from: usize, _keep: &[usize]) -> bool {
+        false
+    }
 }
 
 /// Device time of one span's steps, in nanoseconds.
@@ -54,6 +59,12 @@ pub trait Backend {
     /// `h += Attn_l(RMSNorm(h)) · residual_scale` for the span at positions `cache.len()..`,
     /// appending its keys/values to layer `l` of the cache.
     fn attention(&self, l: usize, cache: &mut Self::Cache, h: &mut Self::Acts) -> Result<()>;
+    /// [`Backend::attention`] for a draft tree: token `i` of the span sees the cache before the
+    /// span and the span tokens whose bits are set in `tree[i]` (its ancestors and itself), at
+    /// position `cache.len()` + its depth. Every span token's keys are appended in span order.
+    fn attention_tree(&self, _l: usize, _cache: &mut Self::Cache, _h: &mut Self::Acts, _tree: &[u32]) -> Result<()> {
+        Err(crate::Error::Unsupported("this backend verifies draft chains, not trees".into()))
+    }
     /// `h += FFN_l(RMSNorm(h)) · residual_scale`; block FFNs set each token's active experts of
     /// layer `l` in `experts` (token `t` of the span is token `t` of `experts`) — here or, on a
     /// device, in `head` from the span's one readback.
@@ -76,6 +87,10 @@ pub trait Backend {
     /// Device time of the last span's steps, where the device measures it (GPU timestamps).
     fn last_timings(&self) -> Option<StepTimes> {
         None
+    }
+    /// True when [`Backend::attention_tree`] and the cache's `keep_path` work (draft trees).
+    fn verifies_trees(&self) -> bool {
+        false
     }
     /// True when [`Backend::head_greedy`] runs on the device (no logits come back); the decoder
     /// then uses it for greedy decoding.

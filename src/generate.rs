@@ -5,7 +5,7 @@ use crate::experts::ExpertMasks;
 use crate::metrics::{self, ActiveSets, RunningSparsity, Sparsity, SparsityReport};
 use crate::model::{FfnMode, Logits, Model};
 use crate::sampling::Sampler;
-use crate::spec::{clock, SpecStep, SpecTotals, Speculative, Speculator, MAX_DRAFT};
+use crate::spec::{clock, DraftTree, SpecStep, SpecTotals, Speculative, Speculator, MAX_DRAFT, MAX_TREE_NODES};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -51,6 +51,9 @@ pub struct GenerateOptions {
     pub stop_strings: Vec<String>,
     /// Speculative decoding (same output, fewer forwards when drafts are accepted).
     pub speculative: Speculative,
+    /// Draft trees: alternatives beside each draft token, verified in the same forward (0: chains).
+    /// Used with greedy decoding on a backend that verifies trees (the CPU); chains otherwise.
+    pub draft_tree_width: usize,
 }
 
 /// One generation, a token per [`Stepper::step`]: prompt, sampling, stop ids and strings,
@@ -115,7 +118,12 @@ impl<C: SeqCache> Stepper<C> {
             finish: None,
             mask: Vec::new(),
             step_ids: Vec::new(),
-            spec: Speculator::new(opts.speculative, model.draft_head(), model.backend().draft_target().is_some())?,
+            spec: Speculator::new(opts.speculative, model.draft_head(), model.backend().draft_target().is_some())?.map(
+                |mut s| {
+                    s.tree_width = opts.draft_tree_width.min(MAX_TREE_NODES / 2);
+                    s
+                },
+            ),
             stats: RunningSparsity::new(cfg.num_hidden_layers, cfg.num_experts()),
             text: TextStream::new(&opts.stop_strings),
         })
@@ -258,6 +266,14 @@ impl<C: SeqCache> Stepper<C> {
         // The step's cost includes drafting (a draft head's forwards are not free).
         let t_start = clock::now_ms();
         let target = model.backend().draft_target();
+        if want > 0 && spec.tree_width > 0 && self.sampler.params().is_greedy() && model.backend().verifies_trees() {
+            let room = room.min(MAX_TREE_NODES);
+            let mut tree = spec.drafter.draft_tree(&self.context, want, spec.tree_width, target);
+            tree.truncate(room);
+            if !tree.is_chain() {
+                return self.step_tree(model, tok, t0, tree, t_start).await;
+            }
+        }
         let drafts = if want > 0 { spec.drafter.draft(&self.context, want, target) } else { Vec::new() };
         let drafts = &drafts[..drafts.len().min(want)];
         let pos0 = self.cache.len();
@@ -324,6 +340,62 @@ impl<C: SeqCache> Stepper<C> {
                 Some(id) => self.next = Some(id),
                 None => self.logits = rows.into_iter().nth(accepted),
             }
+        }
+        Ok(Some(t0))
+    }
+
+    /// A speculative step over a draft tree (greedy decoding): `t0` and the tree in one forward,
+    /// each node attending to its ancestors only; from the root, the child whose token is the
+    /// model's own greedy pick is taken, as long as there is one; the cache keeps that path.
+    /// Output equals plain greedy output.
+    async fn step_tree<B: Backend<Cache = C>>(
+        &mut self,
+        model: &Model<B>,
+        tok: Option<&Tokenizer>,
+        t0: u32,
+        tree: DraftTree,
+        t_start: f64,
+    ) -> Result<Option<u32>> {
+        let pos0 = self.cache.len();
+        let span: Vec<u32> = std::iter::once(t0).chain(tree.tokens.iter().copied()).collect();
+        let feats = self.wants_features();
+        let out = model.forward_tree_async(&mut self.cache, &span, &tree.masks(), feats).await?;
+        let ms = clock::now_ms() - t_start;
+        self.record(&out.experts, 0);
+        if self.text.update(tok, &self.new_ids, false)? {
+            self.finish = Some(FinishReason::Stop);
+        }
+        let mut rows = out.logits;
+        let mut path = vec![0];
+        let next = loop {
+            let node = *path.last().expect("the root");
+            let pick = self.sampler.sample(&mut rows[node], &self.context);
+            match tree.children(node).find(|&c| span[c] == pick) {
+                Some(c) => {
+                    path.push(c);
+                    self.context.push(pick);
+                }
+                None => break pick,
+            }
+        };
+        let accepted = path.len() - 1;
+        self.context.truncate(self.context.len() - accepted);
+        self.observe_step(tree.len(), accepted, ms, &out.experts, model.config().num_hidden_layers);
+        if !self.cache.keep_path(pos0, &path) {
+            return Err(crate::Error::Unsupported("this backend's cache cannot keep a draft tree's path; use chains (draft tree width 0)".into()));
+        }
+        if feats {
+            let h = model.config().hidden_size;
+            let kept: Vec<f32> = path.iter().flat_map(|&n| out.features[n * h..(n + 1) * h].iter().copied()).collect();
+            self.observe_features(pos0, &kept);
+        }
+        for &node in &path[1..] {
+            if !self.take_verified(span[node], &out.experts, node, tok)? {
+                break;
+            }
+        }
+        if self.finish.is_none() {
+            self.next = Some(next);
         }
         Ok(Some(t0))
     }

@@ -295,6 +295,8 @@ struct GenOptions {
     speculative: Option<String>,
     /// Draft tokens per verification, 1..=15; absent: chosen per step.
     draft_len: Option<f64>,
+    /// Alternatives beside each draft token (0-3; 0: chains).
+    draft_tree: Option<f64>,
 }
 
 impl Engine {
@@ -601,6 +603,11 @@ impl Engine {
             stop_ids: o.stop_token_ids,
             stop_strings: o.stop,
             speculative: speculative(o.speculative.as_deref(), o.draft_len)?,
+            draft_tree_width: match o.draft_tree {
+                None => 0,
+                Some(n) if n.fract() == 0.0 && (0.0..=3.0).contains(&n) => n as usize,
+                Some(n) => return Err(js_err(Error::InvalidInput(format!("draftTree must be 0, 1, 2 or 3, got {n}")))),
+            },
         };
         let run = match &self.loaded {
             Loaded::Cpu(m) => Run::Cpu(m.clone(), Stepper::new(m, prompt, sampler, &opts).map_err(js_err)?),

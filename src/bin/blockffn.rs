@@ -95,6 +95,10 @@ enum Cmd {
         /// rate and the measured cost of verifying).
         #[arg(long, default_value = "auto")]
         draft_len: String,
+        /// Draft trees: this many alternatives beside each draft token, verified in the same
+        /// forward (greedy decoding on the CPU; 0: chains).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=3))]
+        draft_tree: u32,
         /// With --json: add "timing" (ms to the first token; decode tokens/s after it).
         #[arg(long)]
         timing: bool,
@@ -312,6 +316,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             speculative,
             draft_len,
+            draft_tree,
             timing,
         } => {
             let speculative = parse_speculative(&speculative, &draft_len)?;
@@ -349,6 +354,7 @@ fn run(cli: Cli) -> Result<()> {
                 stop_ids: Vec::new(),
                 stop_strings: stop.clone(),
                 speculative,
+                draft_tree_width: draft_tree as usize,
             };
             let mut shown = 0usize;
             let t0 = std::time::Instant::now();

@@ -133,7 +133,7 @@ impl Checkpoint {
         let paths = if !bins.is_empty() {
             bins
         } else {
-            let st = list(dir, |n| n.ends_with(".safetensors"))?;
+            let st = list(dir, |n| n.ends_with(".safetensors") && n != crate::spec::eagle::EAGLE_WEIGHTS)?;
             if st.is_empty() {
                 return Err(Error::InvalidCheckpoint(format!(
                     "{} has neither pytorch_model.bin nor *.safetensors weights",

@@ -89,6 +89,8 @@ struct Inputs {
     cfg: ModelConfig,
     tokenizer: Option<Vec<u8>>,
     companions: Vec<(&'static str, Vec<u8>)>,
+    /// A runtime package's draft head (`eagle.json`, `eagle.safetensors`), copied as it is.
+    draft_head: Option<(Vec<u8>, Vec<u8>)>,
     warnings: Vec<String>,
 }
 
@@ -112,7 +114,8 @@ impl Inputs {
                 }
             }
         }
-        Ok(Inputs { config_bytes, cfg, tokenizer, companions, warnings })
+        let draft_head = read_draft_head(dir, &cfg)?;
+        Ok(Inputs { config_bytes, cfg, tokenizer, companions, draft_head, warnings })
     }
 }
 
@@ -139,6 +142,32 @@ fn read_tokenizer(dir: &Path, cfg: &ModelConfig) -> Result<Option<Vec<u8>>> {
             Ok(Some(b))
         }
     }
+}
+
+/// Both draft-head files when the folder has them (checked against the model's config: a package
+/// never ships a head it cannot load), none when it has neither.
+fn read_draft_head(dir: &Path, cfg: &ModelConfig) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    use crate::spec::eagle::{EagleHead, EAGLE_CONFIG, EAGLE_WEIGHTS, MAX_EAGLE_CONFIG_BYTES};
+    let json = read_input(&dir.join(EAGLE_CONFIG), MAX_EAGLE_CONFIG_BYTES)?;
+    let weights = read_input(&dir.join(EAGLE_WEIGHTS), package::MAX_DRAFT_HEAD_BYTES)?;
+    let (json, weights) = match (json, weights) {
+        (InputFile::Missing(_), InputFile::Missing(_)) => return Ok(None),
+        (InputFile::Bytes(j), InputFile::Bytes(w)) => (j, w),
+        (InputFile::Refused(why), _) | (_, InputFile::Refused(why)) => {
+            return Err(Error::InvalidInput(format!("the draft head in {}: {why}", dir.display())))
+        }
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "{} has only one of {EAGLE_CONFIG} and {EAGLE_WEIGHTS}: a draft head needs both (or remove it)",
+                dir.display()
+            )))
+        }
+    };
+    let text = std::str::from_utf8(&json).map_err(|_| Error::InvalidInput(format!("{EAGLE_CONFIG} is not UTF-8")))?;
+    let mut buf = crate::weights::AlignedBuf::zeroed(weights.len())?;
+    buf.as_bytes_mut().copy_from_slice(&weights);
+    EagleHead::new(text, buf, cfg)?;
+    Ok(Some((json, weights)))
 }
 
 /// A companion file's bytes if it is there and fit to copy; `Err` says why it is skipped.
@@ -276,6 +305,10 @@ fn write_package(
     }
     for (name, bytes) in &inputs.companions {
         publish(name, bytes)?;
+    }
+    if let Some((json, weights)) = &inputs.draft_head {
+        publish(crate::spec::eagle::EAGLE_CONFIG, json)?;
+        publish(crate::spec::eagle::EAGLE_WEIGHTS, weights)?;
     }
     let manifest = Manifest {
         format: package::FORMAT.into(),

@@ -61,4 +61,30 @@ impl crate::backend::SeqCache for KvCache {
     fn advance(&mut self, k: usize) {
         self.len += k;
     }
+    fn keep_path(&mut self, from: usize, keep: &[usize]) -> bool {
+        let n = self.len;
+        if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&j| from + j >= n) {
+            return false;
+        }
+        let moved = |v: &mut Vec<f32>| {
+            let row = v.len() / n.max(1);
+            for (j, &src) in keep.iter().enumerate() {
+                v.copy_within((from + src) * row..(from + src + 1) * row, (from + j) * row);
+            }
+        };
+        for l in &mut self.layers {
+            match l {
+                LayerCache::Mla { latent, k_pe } => {
+                    moved(latent);
+                    moved(k_pe);
+                }
+                LayerCache::Gqa { k, v } => {
+                    moved(k);
+                    moved(v);
+                }
+            }
+        }
+        self.truncate(from + keep.len());
+        true
+    }
 }

@@ -1,6 +1,6 @@
 //! Multi-head / grouped-query attention for new tokens (the 2.8B model's attention).
 
-use crate::kernels::{dot, matmul, rope_rotate_half, softmax};
+use crate::kernels::{dot, matmul, rope_rotate_half};
 use crate::weights::{TensorInfo, WeightStore};
 
 pub(crate) struct GqaWeights {
@@ -12,7 +12,8 @@ pub(crate) struct GqaWeights {
 
 /// Attention for the k tokens of `xs` at positions `pos0..pos0 + k`, appending their K/V to the
 /// cache: projections for all tokens at once (`matmul`), attention token by token (each sees the
-/// cache up to itself), so the result equals k single-token calls.
+/// cache up to itself), so the result equals k single-token calls; with `tree`, each token sees
+/// the cache before the span and its ancestors only (see [`super::mla::forward_span`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_span(
     w: &GqaWeights,
@@ -25,6 +26,7 @@ pub(crate) fn forward_span(
     xs: &[f32],
     k_cache: &mut Vec<f32>,
     v_cache: &mut Vec<f32>,
+    tree: Option<&[u32]>,
     out: &mut [f32],
 ) {
     let n = out.len() / w.o.shape[0];
@@ -38,8 +40,9 @@ pub(crate) fn forward_span(
     let group = heads / kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut o = vec![0.0; n * qw];
+    let mut visible = Vec::new();
     for i in 0..n {
-        let pos = pos0 + i;
+        let pos = pos0 + tree.map_or(i, |t| super::tree_depth(t, i));
         let qi = &mut q[i * qw..(i + 1) * qw];
         for h in 0..heads {
             rope_rotate_half(&mut qi[h * hd..(h + 1) * hd], inv_freq, pos);
@@ -50,14 +53,14 @@ pub(crate) fn forward_span(
         }
         k_cache.extend_from_slice(ki);
         v_cache.extend_from_slice(&v[i * kw..(i + 1) * kw]);
-        let mut scores = vec![0.0; pos + 1];
+        let mut scores = vec![0.0; pos0 + i + 1];
         for h in 0..heads {
             let kvh = h / group;
             let qh = &qi[h * hd..(h + 1) * hd];
             for (t, s) in scores.iter_mut().enumerate() {
                 *s = dot(&k_cache[t * kw + kvh * hd..t * kw + (kvh + 1) * hd], qh) * scale;
             }
-            softmax(&mut scores);
+            super::softmax_visible(&mut scores, pos0, i, tree, &mut visible);
             let oh = &mut o[i * qw + h * hd..i * qw + (h + 1) * hd];
             for (t, &p) in scores.iter().enumerate() {
                 for (acc, &vv) in oh.iter_mut().zip(&v_cache[t * kw + kvh * hd..t * kw + (kvh + 1) * hd]) {

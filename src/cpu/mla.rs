@@ -4,7 +4,7 @@
 //! it reads only the cached latent (kv_lora + rope floats per token).
 
 use crate::config::MlaDims;
-use crate::kernels::{axpy_rows, axpy_rows_dense, matmul, matvec, rmsnorm, rope_rotate_half, softmax};
+use crate::kernels::{axpy_rows, axpy_rows_dense, matmul, matvec, rmsnorm, rope_rotate_half};
 use crate::tensor::Mat;
 use crate::weights::{TensorInfo, WeightStore};
 
@@ -25,7 +25,9 @@ pub(crate) struct MlaWeights {
 /// Attention for the k tokens of `xs` (`[k, hidden]`) at positions `pos0..pos0 + k`, appending
 /// their latents to the cache. The projections run for all k tokens at once (`matmul`, one read
 /// of each weight); the attention itself goes token by token, each seeing the cache up to itself,
-/// so the result is the same as k single-token calls.
+/// so the result is the same as k single-token calls. With `tree` (a draft tree, see
+/// [`super::tree_visible`]) each token sees the cache before the span and its own ancestors only,
+/// at the position of its depth: the same numbers as running its path alone.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_span(
     w: &MlaWeights,
@@ -37,6 +39,7 @@ pub(crate) fn forward_span(
     xs: &[f32],
     latent: &mut Vec<f32>,
     k_pe_cache: &mut Vec<f32>,
+    tree: Option<&[u32]>,
     out: &mut [f32],
 ) {
     let (nope, rope, vdim, r) = (d.qk_nope_head_dim, d.qk_rope_head_dim, d.v_head_dim, d.kv_lora_rank);
@@ -68,16 +71,18 @@ pub(crate) fn forward_span(
     let mut q_abs = vec![0.0; r];
     let mut cbar = vec![0.0; r];
     let mut c = vec![0.0; r];
+    let mut visible = Vec::new();
     for i in 0..k {
-        let pos = pos0 + i;
+        let pos = pos0 + tree.map_or(i, |t| super::tree_depth(t, i));
         let ckv_i = &mut ckv[i * (r + rope)..(i + 1) * (r + rope)];
         rmsnorm(&ckv_i[..r], store.f32s(&w.kv_a_norm), MLA_NORM_EPS, &mut c);
         let k_pe = &mut ckv_i[r..];
         rope_rotate_half(k_pe, inv_freq, pos);
         latent.extend_from_slice(&c);
         k_pe_cache.extend_from_slice(k_pe);
-        let mut scores = vec![0.0; pos + 1];
-        let mut pe_scores = vec![0.0; pos + 1];
+        let t_len = pos0 + i + 1;
+        let mut scores = vec![0.0; t_len];
+        let mut pe_scores = vec![0.0; t_len];
         for h in 0..heads {
             let qh = &mut q[(i * heads + h) * qhd..(i * heads + h + 1) * qhd];
             rope_rotate_half(&mut qh[nope..], inv_freq, pos);
@@ -87,12 +92,11 @@ pub(crate) fn forward_span(
             axpy_rows(kv_b.row_range(rows, rows + nope), &qh[..nope], &mut q_abs);
             // Scores against every cached latent and rotary key (two GEMVs over the cache), then
             // the probability-weighted latent sum (an axpy over the cached rows).
-            let t_len = pos + 1;
             let (cache_c, cache_pe) = (&latent[..t_len * r], &k_pe_cache[..t_len * rope]);
             matvec(Mat::F32 { data: cache_c, rows: t_len, cols: r }, &q_abs, &mut scores);
             matvec(Mat::F32 { data: cache_pe, rows: t_len, cols: rope }, &qh[nope..], &mut pe_scores);
             scores.iter_mut().zip(&pe_scores).for_each(|(s, p)| *s = (*s + p) * scale);
-            softmax(&mut scores);
+            super::softmax_visible(&mut scores, pos0, i, tree, &mut visible);
             cbar.iter_mut().for_each(|v| *v = 0.0);
             axpy_rows_dense(Mat::F32 { data: cache_c, rows: t_len, cols: r }, &scores, &mut cbar);
             let oh = &mut o[(i * heads + h) * vdim..(i * heads + h + 1) * vdim];

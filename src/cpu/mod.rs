@@ -14,7 +14,7 @@ use cache::LayerCache;
 use crate::backend::Backend;
 use crate::config::{Attention, Ffn, ModelConfig, Router, RouterNorm};
 use crate::experts::{self, ExpertMasks};
-use crate::kernels::{matmul, rmsnorm, rope_inv_freq, row_to_f32};
+use crate::kernels::{matmul, rmsnorm, rope_inv_freq, row_to_f32, softmax};
 use crate::layout::{tensor_table, Part, RoleMap};
 use crate::model::FfnMode;
 use crate::tensor::DType;
@@ -145,6 +145,50 @@ impl Cpu {
         (self.config, self.store)
     }
 
+    fn attention_over(&self, l: usize, cache: &mut KvCache, a: &mut CpuActs, tree: Option<&[u32]>) -> Result<()> {
+        let (cfg, hsz) = (&self.config, self.hidden());
+        let layer = &self.layers[l];
+        for (h, x) in a.h.chunks_exact(hsz).zip(a.x.chunks_exact_mut(hsz)) {
+            rmsnorm(h, self.store.f32s(&layer.input_norm), cfg.rms_norm_eps, x);
+        }
+        let pos0 = cache.len;
+        match (&layer.attn, &mut cache.layers[l], &cfg.attention) {
+            (AttnWeights::Mla(w), LayerCache::Mla { latent, k_pe }, Attention::Mla(d)) => mla::forward_span(
+                w,
+                &self.store,
+                d,
+                cfg.num_attention_heads,
+                &self.inv_freq,
+                pos0,
+                &a.x,
+                latent,
+                k_pe,
+                tree,
+                &mut a.y,
+            ),
+            (AttnWeights::Gqa(w), LayerCache::Gqa { k, v }, Attention::Vanilla { num_key_value_heads, head_dim }) => {
+                gqa::forward_span(
+                    w,
+                    &self.store,
+                    cfg.num_attention_heads,
+                    *num_key_value_heads,
+                    *head_dim,
+                    &self.inv_freq,
+                    pos0,
+                    &a.x,
+                    k,
+                    v,
+                    tree,
+                    &mut a.y,
+                )
+            }
+            _ => unreachable!("cache and weights are built from the same config"),
+        }
+        let s = cfg.residual_scale();
+        a.h.iter_mut().zip(&a.y).for_each(|(h, y)| *h += y * s);
+        Ok(())
+    }
+
     fn hidden(&self) -> usize {
         self.config.hidden_size
     }
@@ -183,45 +227,11 @@ impl Backend for Cpu {
     /// Attention projections are matrix products over the span (`matmul`, bit-identical per token
     /// to `matvec`); attention over the cache goes token by token, in order.
     fn attention(&self, l: usize, cache: &mut KvCache, a: &mut CpuActs) -> Result<()> {
-        let (cfg, hsz) = (&self.config, self.hidden());
-        let layer = &self.layers[l];
-        for (h, x) in a.h.chunks_exact(hsz).zip(a.x.chunks_exact_mut(hsz)) {
-            rmsnorm(h, self.store.f32s(&layer.input_norm), cfg.rms_norm_eps, x);
-        }
-        let pos0 = cache.len;
-        match (&layer.attn, &mut cache.layers[l], &cfg.attention) {
-            (AttnWeights::Mla(w), LayerCache::Mla { latent, k_pe }, Attention::Mla(d)) => mla::forward_span(
-                w,
-                &self.store,
-                d,
-                cfg.num_attention_heads,
-                &self.inv_freq,
-                pos0,
-                &a.x,
-                latent,
-                k_pe,
-                &mut a.y,
-            ),
-            (AttnWeights::Gqa(w), LayerCache::Gqa { k, v }, Attention::Vanilla { num_key_value_heads, head_dim }) => {
-                gqa::forward_span(
-                    w,
-                    &self.store,
-                    cfg.num_attention_heads,
-                    *num_key_value_heads,
-                    *head_dim,
-                    &self.inv_freq,
-                    pos0,
-                    &a.x,
-                    k,
-                    v,
-                    &mut a.y,
-                )
-            }
-            _ => unreachable!("cache and weights are built from the same config"),
-        }
-        let s = cfg.residual_scale();
-        a.h.iter_mut().zip(&a.y).for_each(|(h, y)| *h += y * s);
-        Ok(())
+        self.attention_over(l, cache, a, None)
+    }
+
+    fn attention_tree(&self, l: usize, cache: &mut KvCache, a: &mut CpuActs, tree: &[u32]) -> Result<()> {
+        self.attention_over(l, cache, a, Some(tree))
     }
 
     /// Sparse block FFNs run one token alone over its active experts and several with the chunk
@@ -273,6 +283,10 @@ impl Backend for Cpu {
         Some(self)
     }
 
+    fn verifies_trees(&self) -> bool {
+        true
+    }
+
     async fn head(&self, a: &mut CpuActs, from: usize, _experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         let (hsz, vocab) = (cfg.hidden_size, cfg.vocab_size);
@@ -308,5 +322,33 @@ impl DraftTarget for Cpu {
 
     fn vocab(&self) -> usize {
         self.config.vocab_size
+    }
+}
+
+/// Depth of node `i` of a draft tree given as ancestor masks (`tree[i]` has bit j set for every
+/// ancestor j of node i and for i itself; node 0 is the root).
+pub(crate) fn tree_depth(tree: &[u32], i: usize) -> usize {
+    tree[i].count_ones() as usize - 1
+}
+
+/// Softmax over the scores token `i` of a span at `pos0` may see: every position before the span,
+/// and, with a `tree`, only its ancestors within the span. Hidden positions get probability 0;
+/// the visible ones are normalised in position order, as if the token's path ran alone.
+pub(crate) fn softmax_visible(scores: &mut [f32], pos0: usize, i: usize, tree: Option<&[u32]>, visible: &mut Vec<f32>) {
+    let Some(tree) = tree else { return softmax(scores) };
+    let mask = tree[i];
+    visible.clear();
+    visible.extend_from_slice(&scores[..pos0]);
+    visible.extend((0..=i).filter(|&j| mask >> j & 1 == 1).map(|j| scores[pos0 + j]));
+    softmax(visible);
+    scores[..pos0].copy_from_slice(&visible[..pos0]);
+    let mut next = pos0;
+    for j in 0..=i {
+        scores[pos0 + j] = if mask >> j & 1 == 1 {
+            next += 1;
+            visible[next - 1]
+        } else {
+            0.0
+        };
     }
 }

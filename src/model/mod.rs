@@ -218,6 +218,38 @@ impl<B: Backend> Model<B> {
         Ok(out)
     }
 
+    /// Runs a draft tree as one span after the cache (SPEC §9.3): node `i` is `ids[i]`, `tree[i]`
+    /// its ancestor mask (bit j set for each ancestor j and for i; node 0 is the root; parents
+    /// come before children; at most 32 nodes). Each node attends to the cache and its ancestors
+    /// at the position of its depth, the FFN runs over the union of the nodes' experts (each node
+    /// keeping its own), and every node's logits come back — each equal to running its path
+    /// alone. The cache then holds every node in span order; [`SeqCache::keep_path`] keeps the
+    /// accepted path.
+    pub async fn forward_tree_async(
+        &self,
+        cache: &mut B::Cache,
+        ids: &[u32],
+        tree: &[u32],
+        features: bool,
+    ) -> Result<ForwardOut> {
+        self.check_ids(cache, ids)?;
+        check_tree(tree, ids.len())?;
+        let b = &self.backend;
+        let cfg = b.config();
+        let k = ids.len();
+        let mut experts = ExpertMasks::new(k, cfg.num_hidden_layers, cfg.num_experts());
+        let mut h = b.embed(ids)?;
+        for l in 0..cfg.num_hidden_layers {
+            b.attention_tree(l, cache, &mut h, tree)?;
+            b.ffn(l, FfnMode::Sparse, &mut h, &mut experts)?;
+        }
+        cache.advance(k);
+        let features = if features { b.features(&h)? } else { Vec::new() };
+        let logits = b.head(&mut h, 0, &mut experts).await?;
+        check_finite(&logits)?;
+        Ok(ForwardOut { logits, experts, features })
+    }
+
     /// Runs `ids` and picks the next token greedily (after the repetition `penalty` over
     /// `context`, 1 for none) — on the device when the backend does that (only the id and the
     /// experts come back), else from the logits on the host. Same token as greedy sampling of
@@ -299,6 +331,25 @@ impl<B: Backend> Model<B> {
         let logits = self.backend.head(&mut h, first, &mut experts).await?;
         Ok(ForwardOut { logits, experts, features })
     }
+}
+
+/// A draft tree's ancestor masks: the root first, each node's mask its parent's plus itself.
+fn check_tree(tree: &[u32], k: usize) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidInput(format!("draft tree: {m}")));
+    if tree.len() != k || k > 32 {
+        return bad(format!("{} masks for {k} tokens (at most 32 nodes)", tree.len()));
+    }
+    for (i, &m) in tree.iter().enumerate() {
+        let below = m & !(1u32 << i);
+        let parent_ok = match i {
+            0 => below == 0,
+            _ => below != 0 && tree[31 - below.leading_zeros() as usize] == below,
+        };
+        if m >> i != 1 || !parent_ok {
+            return bad(format!("node {i} has mask {m:#b}, not its parent's mask plus itself"));
+        }
+    }
+    Ok(())
 }
 
 /// Logits must be numbers: NaN or infinity means weights or config values that overflow f32 (a

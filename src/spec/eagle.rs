@@ -16,9 +16,11 @@
 //! Files (listed in the package manifest, optional): [`EAGLE_CONFIG`] and [`EAGLE_WEIGHTS`];
 //! `train/train_eagle.py` writes them.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
-use super::Drafter;
+use super::{DraftTree, Drafter};
 use crate::config::ModelConfig;
 use crate::cpu::dense_ffn::{self, DenseFfnWeights};
 use crate::cpu::gqa::{self, GqaWeights};
@@ -194,6 +196,7 @@ impl EagleHead {
             &normed,
             &mut cache.k,
             &mut cache.v,
+            None,
             &mut delta,
         );
         cache.len += n;
@@ -234,14 +237,14 @@ impl HeadCache {
 /// The EAGLE drafter of one generation: the target's features seen so far and the head's cache
 /// over the positions fed with them.
 pub struct Eagle {
-    head: std::sync::Arc<EagleHead>,
+    head: Arc<EagleHead>,
     /// The target's features, position by position (`[n, hidden]`).
     features: Vec<f32>,
     cache: HeadCache,
 }
 
 impl Eagle {
-    pub fn new(head: std::sync::Arc<EagleHead>) -> Eagle {
+    pub fn new(head: Arc<EagleHead>) -> Eagle {
         Eagle { head, features: Vec::new(), cache: HeadCache::default() }
     }
 
@@ -273,13 +276,20 @@ impl Drafter for Eagle {
     /// `context` = t_0..t_n with the target's features f_0..f_{n-1} seen: head positions up to n-1
     /// take the real (t_{j+1}, f_j); each draft then feeds the head its own predicted feature.
     fn draft(&mut self, context: &[u32], k: usize, target: Option<&dyn DraftTarget>) -> Vec<u32> {
-        let Some(target) = target else { return Vec::new() };
+        self.draft_tree(context, k, 0, target).tokens
+    }
+
+    /// The head's greedy chain, with the next `width` most likely tokens at each depth as leaves
+    /// beside it (the head's distribution is at hand there; no extra forwards).
+    fn draft_tree(&mut self, context: &[u32], k: usize, width: usize, target: Option<&dyn DraftTarget>) -> DraftTree {
+        let mut tree = DraftTree::default();
+        let Some(target) = target else { return tree };
         let (h, n) = (self.head.cfg.hidden_size, self.seen());
         if k == 0 || n == 0 || context.len() != n + 1 {
-            return Vec::new();
+            return tree;
         }
         let kvw = self.head.cfg.num_key_value_heads * self.head.cfg.head_dim;
-        let head = std::sync::Arc::clone(&self.head);
+        let head = Arc::clone(&self.head);
         // Catch up on the verified positions in one span, keeping their keys and values; position
         // n-1 is always rerun, since only its predicted feature g_{n-1} starts the draft.
         self.cache.truncate(n - 1, kvw);
@@ -287,18 +297,37 @@ impl Drafter for Eagle {
         let g = head.forward(target, &mut self.cache, &context[from + 1..=n], &self.features[from * h..n * h]);
         let mut g = g[(n - from - 1) * h..].to_vec();
         let mut logits = vec![0.0; target.vocab()];
-        let mut drafts = Vec::with_capacity(k);
-        loop {
+        let mut parent = 0;
+        for depth in 0..k {
             target.lm_head(&g, &mut logits);
-            let d = argmax(&logits) as u32;
-            drafts.push(d);
-            if drafts.len() == k {
-                break;
+            let best = top(&logits, 1 + width);
+            let Some(node) = tree.child(parent, best[0]) else { break };
+            for &alt in &best[1..] {
+                tree.child(parent, alt);
             }
-            g = head.forward(target, &mut self.cache, &[d], &g);
+            parent = node;
+            if depth + 1 < k {
+                g = head.forward(target, &mut self.cache, &[best[0]], &g);
+            }
         }
         // Drafted positions hold the head's own features: the next call starts from the real ones.
         self.cache.truncate(n, kvw);
-        drafts
+        tree
     }
+}
+
+/// The `n` largest entries' indices, largest first (ties: the lower index, as [`argmax`]).
+fn top(x: &[f32], n: usize) -> Vec<u32> {
+    if n == 1 {
+        return vec![argmax(x) as u32];
+    }
+    let mut best: Vec<usize> = Vec::with_capacity(n + 1);
+    for (i, &v) in x.iter().enumerate() {
+        let at = best.iter().position(|&j| v > x[j]).unwrap_or(best.len());
+        if at < n {
+            best.insert(at, i);
+            best.truncate(n);
+        }
+    }
+    best.into_iter().map(|i| i as u32).collect()
 }

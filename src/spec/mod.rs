@@ -34,6 +34,77 @@ pub trait Drafter {
     /// The target's features of positions `pos0..` (`[n, hidden]`), once those positions are
     /// kept in the cache; they replace anything seen from `pos0` on.
     fn observe(&mut self, _pos0: usize, _features: &[f32]) {}
+    /// A draft tree of depth up to `depth` with up to `width` alternatives beside each chain
+    /// token (at most [`MAX_TREE_NODES`] nodes). This default is the chain of [`Drafter::draft`].
+    fn draft_tree(&mut self, context: &[u32], depth: usize, _width: usize, target: Option<&dyn DraftTarget>) -> DraftTree {
+        DraftTree::chain(&self.draft(context, depth, target))
+    }
+}
+
+/// Draft nodes of one tree verification (with the step's own token, the root, a span of 32).
+pub const MAX_TREE_NODES: usize = 31;
+
+/// Draft tokens after the step's token, the root (node 0): node `i + 1` is `tokens[i]`, a child of
+/// node `parents[i]`; parents come before their children. A chain is the tree whose every node is
+/// the child of the one before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DraftTree {
+    pub tokens: Vec<u32>,
+    pub parents: Vec<usize>,
+}
+
+impl DraftTree {
+    pub fn chain(tokens: &[u32]) -> DraftTree {
+        DraftTree { tokens: tokens.to_vec(), parents: (0..tokens.len()).collect() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Adds `token` under `parent` (0: the root) unless that child exists; its node either way,
+    /// or `None` once the tree is full.
+    pub fn child(&mut self, parent: usize, token: u32) -> Option<usize> {
+        if let Some(i) = (0..self.len()).find(|&i| self.parents[i] == parent && self.tokens[i] == token) {
+            return Some(i + 1);
+        }
+        if self.len() >= MAX_TREE_NODES {
+            return None;
+        }
+        self.tokens.push(token);
+        self.parents.push(parent);
+        Some(self.len())
+    }
+
+    /// Keeps the first `n` nodes (their parents come before them, so it stays a tree).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        self.parents.truncate(n);
+    }
+
+    /// The span's ancestor masks, root included: bit j of mask i is set when node j is node i or
+    /// one of its ancestors.
+    pub fn masks(&self) -> Vec<u32> {
+        let mut m = vec![1u32];
+        for (i, &p) in self.parents.iter().enumerate() {
+            m.push(m[p] | 1 << (i + 1));
+        }
+        m
+    }
+
+    /// The children of `node`, in node order.
+    pub fn children(&self, node: usize) -> impl Iterator<Item = usize> + '_ {
+        self.parents.iter().enumerate().filter(move |(_, &p)| p == node).map(|(i, _)| i + 1)
+    }
+
+    /// True when every node is the child of the node before it.
+    pub fn is_chain(&self) -> bool {
+        self.parents.iter().enumerate().all(|(i, &p)| p == i)
+    }
 }
 
 /// Which drafter, and how many tokens it may propose per step.
@@ -117,6 +188,8 @@ impl SpecTotals {
 /// The drafter and draft-length controller of one generation.
 pub struct Speculator {
     pub drafter: Box<dyn Drafter>,
+    /// Alternatives beside each draft token (0: chains only); trees need greedy decoding.
+    pub tree_width: usize,
     pub len: DraftLength,
     pub last: Option<SpecStep>,
     pub totals: SpecTotals,
@@ -151,6 +224,6 @@ impl Speculator {
     }
 
     fn with(drafter: Box<dyn Drafter>, len: DraftLen) -> Speculator {
-        Speculator { drafter, len: DraftLength::new(len), last: None, totals: SpecTotals::default() }
+        Speculator { drafter, tree_width: 0, len: DraftLength::new(len), last: None, totals: SpecTotals::default() }
     }
 }

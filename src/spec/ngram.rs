@@ -1,8 +1,9 @@
 //! Prompt lookup: the draft is what followed the latest earlier occurrence of the context's last
 //! n tokens (n = 3, backing off to 2 and 1). No weights; it pays on text that repeats its prompt
-//! (summaries, rewrites, code edits, copying) and costs nothing when it finds no match.
+//! (summaries, rewrites, code edits, copying) and costs nothing when it finds no match. As a tree,
+//! the continuations of the latest few occurrences are merged (shared prefixes once).
 
-use super::Drafter;
+use super::{DraftTree, Drafter};
 
 #[derive(Debug, Clone)]
 pub struct PromptLookup {
@@ -38,6 +39,46 @@ impl Drafter for PromptLookup {
         }
         Vec::new()
     }
+
+    /// The latest occurrence's continuation as the chain, then up to `width` other occurrences'
+    /// (latest first), merged where they share a prefix; the longest n-gram that matches at all.
+    fn draft_tree(&mut self, context: &[u32], depth: usize, width: usize, _target: Option<&dyn super::DraftTarget>) -> DraftTree {
+        let mut tree = DraftTree::default();
+        let len = context.len();
+        if depth == 0 {
+            return tree;
+        }
+        for n in (self.min_n.max(1)..=self.max_n).rev() {
+            if len <= n {
+                continue;
+            }
+            let tail = &context[len - n..];
+            let starts = (0..len - n).rev().filter(|&s| &context[s..s + n] == tail);
+            let mut branches = 0;
+            for start in starts {
+                let from = start + n;
+                let cont = &context[from..(from + depth).min(len)];
+                let before = tree.len();
+                let mut parent = 0;
+                for &t in cont {
+                    match tree.child(parent, t) {
+                        Some(node) => parent = node,
+                        None => return tree,
+                    }
+                }
+                if tree.len() > before {
+                    branches += 1;
+                    if branches > width {
+                        break;
+                    }
+                }
+            }
+            if !tree.is_empty() {
+                return tree;
+            }
+        }
+        tree
+    }
 }
 
 #[cfg(test)]
@@ -58,5 +99,19 @@ mod tests {
         assert!(d.draft(&[1, 2, 1], 0, None).is_empty());
         // The draft stops at the end of the context.
         assert_eq!(d.draft(&[7, 7], 5, None), vec![7]);
+    }
+
+    #[test]
+    fn a_tree_merges_the_latest_occurrences() {
+        let mut d = PromptLookup::default();
+        // "1 2" was followed by 3 4, by 3 5 and by 6 (latest first: 6, then 3 5, then 3 4).
+        let ctx = [1, 2, 3, 4, 7, 1, 2, 3, 5, 8, 1, 2, 6, 9, 0, 1, 2];
+        let t = d.draft_tree(&ctx, 2, 0, None);
+        assert_eq!(t, DraftTree::chain(&[6, 9]));
+        assert_eq!(t, DraftTree::chain(&d.draft(&ctx, 2, None)), "width 0 is the chain");
+        let t = d.draft_tree(&ctx, 2, 2, None);
+        assert_eq!(t.tokens, vec![6, 9, 3, 5, 4]);
+        assert_eq!(t.parents, vec![0, 1, 0, 3, 3]);
+        assert_eq!(t.masks(), vec![0b1, 0b11, 0b111, 0b1001, 0b11001, 0b101001]);
     }
 }
