@@ -359,7 +359,7 @@ impl<C: SeqCache> Stepper<C> {
         let pos0 = self.cache.len();
         let span: Vec<u32> = std::iter::once(t0).chain(tree.tokens.iter().copied()).collect();
         let feats = self.wants_features();
-        let out = model.forward_tree_async(&mut self.cache, &span, &tree.masks(), feats).await?;
+        let out = model.forward_tree_async(&mut self.cache, &span, &tree.masks(), self.mode, feats).await?;
         let ms = clock::now_ms() - t_start;
         self.record(&out.experts, 0);
         if self.text.update(tok, &self.new_ids, false)? {

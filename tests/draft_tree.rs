@@ -40,7 +40,7 @@ fn check_model<B: Backend>(m: &Model<B>, prompt: &[u32], label: &str) {
     let tree = masks(&PARENTS);
     let mut cache = m.new_cache().unwrap();
     m.forward(&mut cache, prompt, FfnMode::Sparse, Logits::None).unwrap();
-    let out = ready(m.forward_tree_async(&mut cache, &ids, &tree, false)).unwrap();
+    let out = ready(m.forward_tree_async(&mut cache, &ids, &tree, FfnMode::Sparse, false)).unwrap();
     assert_eq!(cache.len(), prompt.len() + ids.len());
     for node in 0..ids.len() {
         let p = path(&PARENTS, node);
@@ -80,7 +80,7 @@ fn malformed_trees_are_typed_errors() {
     for tree in bad.iter().copied().chain([&[1u32, 0b11][..]]) {
         let ids = vec![5u32; if tree.len() == 2 && tree[1] == 0b11 { 3 } else { tree.len() }];
         let mut cache = m.new_cache().unwrap();
-        let r = ready(m.forward_tree_async(&mut cache, &ids, tree, false));
+        let r = ready(m.forward_tree_async(&mut cache, &ids, tree, FfnMode::Sparse, false));
         assert!(matches!(r, Err(blockffn::Error::InvalidInput(_))), "{tree:?}: {:?}", r.map(|o| o.logits.len()));
         assert_eq!(cache.len(), 0, "a refused tree leaves the cache alone");
     }

@@ -52,7 +52,21 @@ fn sampler(penalty: Option<f32>) -> Sampler {
 }
 
 fn run<B: Backend>(m: &Model<B>, prompt: &[u32], n: usize, mode: FfnMode, spec: Speculative, penalty: Option<f32>) -> (Vec<u32>, Option<SpecTotals>) {
-    let (ids, _, _, totals) = generate(m, None, prompt, sampler(penalty), &opts(n, mode, spec), |_| true).unwrap();
+    run_tree(m, prompt, n, mode, spec, penalty, 0)
+}
+
+/// [`run`] with draft trees of `width` alternatives beside each draft token.
+fn run_tree<B: Backend>(
+    m: &Model<B>,
+    prompt: &[u32],
+    n: usize,
+    mode: FfnMode,
+    spec: Speculative,
+    penalty: Option<f32>,
+    width: usize,
+) -> (Vec<u32>, Option<SpecTotals>) {
+    let o = GenerateOptions { draft_tree_width: width, ..opts(n, mode, spec) };
+    let (ids, _, _, totals) = generate(m, None, prompt, sampler(penalty), &o, |_| true).unwrap();
     (ids, totals)
 }
 
@@ -62,6 +76,7 @@ fn greedy_speculative_equals_greedy_plain_on_the_demo_model() {
     let ps = prompts(&ids);
     assert!(ps.len() >= 50);
     let mut all = SpecTotals::default();
+    let mut tree_accepted = 0;
     for (i, p) in ps.iter().enumerate() {
         // Sparse for every prompt, both draft-length policies; dense and the penalty on a share.
         let penalty = (i % 4 == 3).then_some(1.15);
@@ -74,6 +89,12 @@ fn greedy_speculative_equals_greedy_plain_on_the_demo_model() {
             all.drafted += t.drafted;
             all.accepted += t.accepted;
         }
+        // Draft trees (prompt lookup merges the latest occurrences), adaptive and fixed depth.
+        for (len, width) in [(DraftLen::Auto, 2), (DraftLen::Fixed(6), 1)] {
+            let (tree, t) = run_tree(&m, p, 32, FfnMode::Sparse, Speculative::Ngram(len), penalty, width);
+            assert_eq!(tree, plain, "prompt {i} tree {len:?} width {width} (penalty {penalty:?})");
+            tree_accepted += t.expect("totals").accepted;
+        }
         if i % 5 == 0 {
             let (dense_plain, _) = run(&m, p, 32, FfnMode::Dense, Speculative::Off, penalty);
             let (dense_spec, _) = run(&m, p, 32, FfnMode::Dense, Speculative::Ngram(DraftLen::Fixed(4)), penalty);
@@ -82,8 +103,9 @@ fn greedy_speculative_equals_greedy_plain_on_the_demo_model() {
         }
     }
     // Not vacuous: drafts were verified, and many accepted (the copy-heavy prompts).
-    eprintln!("{} verifications, {} drafted, {} accepted", all.verifies, all.drafted, all.accepted);
+    eprintln!("{} verifications, {} drafted, {} accepted; trees: {tree_accepted} accepted", all.verifies, all.drafted, all.accepted);
     assert!(all.verifies > 100 && all.accepted > 200, "{all:?}");
+    assert!(tree_accepted > 200, "trees accepted {tree_accepted}");
 }
 
 #[test]
@@ -97,6 +119,8 @@ fn greedy_speculative_equals_greedy_plain_on_every_fixture() {
                 let (plain, _) = run(m, &prompt, 24, mode, Speculative::Off, None);
                 let (spec, _) = run(m, &prompt, 24, mode, Speculative::Ngram(DraftLen::Fixed(6)), None);
                 assert_eq!(spec, plain, "{name} {mode:?} {prompt:?}");
+                let (tree, _) = run_tree(m, &prompt, 24, mode, Speculative::Ngram(DraftLen::Fixed(6)), None, 2);
+                assert_eq!(tree, plain, "{name} {mode:?} {prompt:?} tree");
             }
         }
     }
@@ -106,9 +130,16 @@ fn greedy_speculative_equals_greedy_plain_on_every_fixture() {
 fn the_compacted_cache_equals_a_recompute_of_the_accepted_path() {
     let (m, ids) = demo();
     let p = &prompts(&ids)[45]; // copy-heavy: drafts accepted and rejected
-    let o = opts(40, FfnMode::Sparse, Speculative::Ngram(DraftLen::Fixed(6)));
-    let mut st = Stepper::new(&m, p, sampler(None), &o).unwrap();
-    while st.step(&m, None).unwrap().is_some() {}
+    for width in [0, 2] {
+        check_compacted_cache(&m, p, width);
+    }
+}
+
+/// After a speculative run with chains (`width` 0) or trees, the cache is a recompute's.
+fn check_compacted_cache(m: &Model, p: &[u32], width: usize) {
+    let o = GenerateOptions { draft_tree_width: width, ..opts(40, FfnMode::Sparse, Speculative::Ngram(DraftLen::Fixed(6))) };
+    let mut st = Stepper::new(m, p, sampler(None), &o).unwrap();
+    while st.step(m, None).unwrap().is_some() {}
     let t = st.spec_totals().unwrap().clone();
     assert!(t.accepted > 0 && t.accepted < t.drafted, "needs accepted and rejected drafts: {t:?}");
     // The cache holds every emitted token (rejected drafts cut off): one more token on it gives
@@ -119,7 +150,7 @@ fn the_compacted_cache_equals_a_recompute_of_the_accepted_path() {
     let mut fresh = m.new_cache().unwrap();
     let full = m.forward(&mut fresh, &[&ctx[..], &[5]].concat(), FfnMode::Sparse, Logits::Last).unwrap().logits;
     let worst = spec_next[0].iter().zip(&full[0]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(worst < 1e-4, "cache after speculation vs recompute: {worst}");
+    assert!(worst < 1e-4, "cache after speculation (tree width {width}) vs recompute: {worst}");
 }
 
 /// Upper 0.1% point of chi-square with `df` degrees of freedom (Wilson–Hilferty).

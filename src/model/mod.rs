@@ -222,7 +222,7 @@ impl<B: Backend> Model<B> {
     /// its ancestor mask (bit j set for each ancestor j and for i; node 0 is the root; parents
     /// come before children; at most 32 nodes). Each node attends to the cache and its ancestors
     /// at the position of its depth, the FFN runs over the union of the nodes' experts (each node
-    /// keeping its own), and every node's logits come back — each equal to running its path
+    /// keeping its own; every expert in dense mode), and every node's logits come back — each equal to running its path
     /// alone. The cache then holds every node in span order; [`SeqCache::keep_path`] keeps the
     /// accepted path.
     pub async fn forward_tree_async(
@@ -230,6 +230,7 @@ impl<B: Backend> Model<B> {
         cache: &mut B::Cache,
         ids: &[u32],
         tree: &[u32],
+        mode: FfnMode,
         features: bool,
     ) -> Result<ForwardOut> {
         self.check_ids(cache, ids)?;
@@ -241,7 +242,7 @@ impl<B: Backend> Model<B> {
         let mut h = b.embed(ids)?;
         for l in 0..cfg.num_hidden_layers {
             b.attention_tree(l, cache, &mut h, tree)?;
-            b.ffn(l, FfnMode::Sparse, &mut h, &mut experts)?;
+            b.ffn(l, mode, &mut h, &mut experts)?;
         }
         cache.advance(k);
         let features = if features { b.features(&h)? } else { Vec::new() };
