@@ -88,6 +88,16 @@ pub trait Backend {
     fn last_timings(&self) -> Option<StepTimes> {
         None
     }
+    /// True when [`Backend::head_rows`] works: a span's head can run on chosen rows after its
+    /// layers, so speculative verification computes logits only for the positions it judges.
+    fn head_on_demand(&self) -> bool {
+        false
+    }
+    /// Final norm and LM head of rows `from..to` of a span whose layers ran (`head_on_demand`
+    /// backends; the activations are kept for more rows).
+    async fn head_rows(&self, _h: &mut Self::Acts, _from: usize, _to: usize) -> Result<Vec<Vec<f32>>> {
+        Err(crate::Error::Unsupported("this backend runs the head over a whole span at once".into()))
+    }
     /// True when [`Backend::attention_tree`] and the cache's `keep_path` work (draft trees).
     fn verifies_trees(&self) -> bool {
         false

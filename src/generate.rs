@@ -3,7 +3,7 @@
 use crate::backend::{Backend, SeqCache};
 use crate::experts::ExpertMasks;
 use crate::metrics::{self, ActiveSets, RunningSparsity, Sparsity, SparsityReport};
-use crate::model::{FfnMode, Logits, Model};
+use crate::model::{FfnMode, Logits, Model, Pending};
 use crate::sampling::Sampler;
 use crate::spec::{clock, DraftTree, SpecStep, SpecTotals, Speculative, Speculator, MAX_DRAFT, MAX_TREE_NODES};
 use crate::tokenizer::Tokenizer;
@@ -293,15 +293,8 @@ impl<C: SeqCache> Stepper<C> {
             return Ok(Some(t0));
         }
         let feats = self.wants_features();
-        let out = match self.mode {
-            // A span within one block in sparse mode is forward_chunk, features included.
-            _ if feats => model.forward_features_async(&mut self.cache, &span, self.mode, Logits::All).await?,
-            FfnMode::Sparse => model.forward_chunk_async(&mut self.cache, &span, Logits::All).await?,
-            FfnMode::Dense => model.forward_async(&mut self.cache, &span, FfnMode::Dense, Logits::All).await?,
-        };
-        let ms = clock::now_ms() - t_start;
-        let mut rows = out.logits;
-        self.record(&out.experts, 0);
+        let mut rows = SpanRows::run(model, &mut self.cache, &span, self.mode, None, feats).await?;
+        self.record(&rows.experts, 0);
         if self.text.update(tok, &self.new_ids, false)? {
             self.finish = Some(FinishReason::Stop);
         }
@@ -309,7 +302,7 @@ impl<C: SeqCache> Stepper<C> {
         let mut accepted = 0;
         let mut correction = None;
         for (i, &d) in drafts.iter().enumerate() {
-            match self.sampler.verify(&mut rows[i], &self.context, d) {
+            match self.sampler.verify(rows.row(model, i).await?, &self.context, d) {
                 // The accepted draft joins the context of the next judgement (repetition penalty).
                 Ok(()) => {
                     accepted += 1;
@@ -321,24 +314,30 @@ impl<C: SeqCache> Stepper<C> {
                 }
             }
         }
+        // Every draft accepted: the logits after the last one are the next step's.
+        let bonus = match correction {
+            None => Some(std::mem::take(rows.row(model, accepted).await?)),
+            Some(_) => None,
+        };
+        let ms = clock::now_ms() - t_start;
         // Taken again below, with the stop checks.
         self.context.truncate(self.context.len() - accepted);
-        self.observe_step(drafts.len(), accepted, ms, &out.experts, model.config().num_hidden_layers);
+        self.observe_step(drafts.len(), accepted, ms, &rows.experts, model.config().num_hidden_layers);
         // Keep t0 and the accepted drafts in the cache (and their features for the drafter).
         self.cache.truncate(pos0 + 1 + accepted);
         if feats {
             let h = model.config().hidden_size;
-            self.observe_features(pos0, &out.features[..(1 + accepted) * h]);
+            self.observe_features(pos0, &rows.features[..(1 + accepted) * h]);
         }
         for (j, &d) in drafts[..accepted].iter().enumerate() {
-            if !self.take_verified(d, &out.experts, 1 + j, tok)? {
+            if !self.take_verified(d, &rows.experts, 1 + j, tok)? {
                 break;
             }
         }
         if self.finish.is_none() {
             match correction {
                 Some(id) => self.next = Some(id),
-                None => self.logits = rows.into_iter().nth(accepted),
+                None => self.logits = bonus,
             }
         }
         Ok(Some(t0))
@@ -359,17 +358,16 @@ impl<C: SeqCache> Stepper<C> {
         let pos0 = self.cache.len();
         let span: Vec<u32> = std::iter::once(t0).chain(tree.tokens.iter().copied()).collect();
         let feats = self.wants_features();
-        let out = model.forward_tree_async(&mut self.cache, &span, &tree.masks(), self.mode, feats).await?;
-        let ms = clock::now_ms() - t_start;
-        self.record(&out.experts, 0);
+        let masks = tree.masks();
+        let mut rows = SpanRows::run(model, &mut self.cache, &span, self.mode, Some(&masks), feats).await?;
+        self.record(&rows.experts, 0);
         if self.text.update(tok, &self.new_ids, false)? {
             self.finish = Some(FinishReason::Stop);
         }
-        let mut rows = out.logits;
         let mut path = vec![0];
         let next = loop {
             let node = *path.last().expect("the root");
-            let pick = self.sampler.sample(&mut rows[node], &self.context);
+            let pick = self.sampler.sample(rows.row(model, node).await?, &self.context);
             match tree.children(node).find(|&c| span[c] == pick) {
                 Some(c) => {
                     path.push(c);
@@ -378,19 +376,20 @@ impl<C: SeqCache> Stepper<C> {
                 None => break pick,
             }
         };
+        let ms = clock::now_ms() - t_start;
         let accepted = path.len() - 1;
         self.context.truncate(self.context.len() - accepted);
-        self.observe_step(tree.len(), accepted, ms, &out.experts, model.config().num_hidden_layers);
+        self.observe_step(tree.len(), accepted, ms, &rows.experts, model.config().num_hidden_layers);
         if !self.cache.keep_path(pos0, &path) {
             return Err(crate::Error::Unsupported("this backend's cache cannot keep a draft tree's path; use chains (draft tree width 0)".into()));
         }
         if feats {
             let h = model.config().hidden_size;
-            let kept: Vec<f32> = path.iter().flat_map(|&n| out.features[n * h..(n + 1) * h].iter().copied()).collect();
+            let kept: Vec<f32> = path.iter().flat_map(|&n| rows.features[n * h..(n + 1) * h].iter().copied()).collect();
             self.observe_features(pos0, &kept);
         }
         for &node in &path[1..] {
-            if !self.take_verified(span[node], &out.experts, node, tok)? {
+            if !self.take_verified(span[node], &rows.experts, node, tok)? {
                 break;
             }
         }
@@ -566,6 +565,60 @@ impl<C: SeqCache> Stepper<C> {
 }
 
 /// The union of a verified span's experts: per layer its size, and its bitmask (`words` u32 a layer).
+/// The logits of a verified span. Where the backend runs its head on demand (the CPU) they are
+/// computed as the judgement reaches them — for a chain one row, then batches doubling (at most
+/// twice the rows judged, the LM head read about log2 k times), for a tree only the nodes on the
+/// path walked — so the rows after a rejection cost nothing; elsewhere the span's forward
+/// returns them all.
+struct SpanRows<A> {
+    pending: Option<Pending<A>>,
+    rows: Vec<Option<Vec<f32>>>,
+    experts: ExpertMasks,
+    features: Vec<f32>,
+    /// Rows computed by the next fetch (chains); 1 for trees.
+    batch: usize,
+    tree: bool,
+}
+
+impl<A> SpanRows<A> {
+    async fn run<B: Backend<Acts = A>>(
+        model: &Model<B>,
+        cache: &mut B::Cache,
+        span: &[u32],
+        mode: FfnMode,
+        tree: Option<&[u32]>,
+        features: bool,
+    ) -> Result<Self> {
+        let k = span.len();
+        if model.backend().head_on_demand() {
+            let mut p = model.forward_pending_async(cache, span, mode, tree, features).await?;
+            let (experts, features) = (std::mem::take(&mut p.experts), std::mem::take(&mut p.features));
+            return Ok(SpanRows { pending: Some(p), rows: vec![None; k], experts, features, batch: 1, tree: tree.is_some() });
+        }
+        let out = match (tree, mode) {
+            (Some(t), _) => model.forward_tree_async(cache, span, t, mode, features).await?,
+            (None, _) if features => model.forward_features_async(cache, span, mode, Logits::All).await?,
+            (None, FfnMode::Sparse) => model.forward_chunk_async(cache, span, Logits::All).await?,
+            (None, FfnMode::Dense) => model.forward_async(cache, span, FfnMode::Dense, Logits::All).await?,
+        };
+        let rows = out.logits.into_iter().map(Some).collect();
+        Ok(SpanRows { pending: None, rows, experts: out.experts, features: out.features, batch: 0, tree: tree.is_some() })
+    }
+
+    /// Row `i`'s logits (the sampler may change them in place: each row is judged once).
+    async fn row<B: Backend<Acts = A>>(&mut self, model: &Model<B>, i: usize) -> Result<&mut Vec<f32>> {
+        if self.rows[i].is_none() {
+            let p = self.pending.as_mut().expect("rows not returned by the forward are pending");
+            let to = if self.tree { i + 1 } else { (i + self.batch).min(self.rows.len()) };
+            self.batch *= 2;
+            for (j, r) in model.pending_logits(p, i, to).await?.into_iter().enumerate() {
+                self.rows[i + j] = Some(r);
+            }
+        }
+        Ok(self.rows[i].as_mut().expect("computed above"))
+    }
+}
+
 fn span_union(experts: &ExpertMasks, layers: usize) -> (Vec<u16>, Vec<u32>) {
     if experts.tokens() == 0 {
         return (Vec::new(), Vec::new());

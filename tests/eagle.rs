@@ -152,7 +152,8 @@ fn auto_takes_the_head_and_equals_plain() {
 }
 
 /// The drafter's cache after many verify steps (truncations included) drafts what a fresh drafter
-/// fed the same accepted features at once drafts.
+/// fed the same accepted features at once drafts (both catching up on every position); a drafter
+/// that restarts from the latest positions after a long gap still drafts.
 #[test]
 fn the_head_cache_after_steps_equals_a_fresh_head() {
     let (m, ids) = demo();
@@ -163,7 +164,7 @@ fn the_head_cache_after_steps_equals_a_fresh_head() {
     let all = [&p[..], &plain[..]].concat();
     let f = features(&m, &all);
     let h = m.config().hidden_size;
-    let mut live = Eagle::new(Arc::clone(&head));
+    let mut live = Eagle::with_catch_up(Arc::clone(&head), usize::MAX);
     let mut n = p.len();
     live.observe(0, &f[..n * h]);
     let mut step = 0;
@@ -175,7 +176,7 @@ fn the_head_cache_after_steps_equals_a_fresh_head() {
         let keep = 1 + step % 4;
         live.observe(n, &f[n * h..(n + keep) * h]);
         n += keep;
-        let mut fresh = Eagle::new(Arc::clone(&head));
+        let mut fresh = Eagle::with_catch_up(Arc::clone(&head), usize::MAX);
         fresh.observe(0, &f[..n * h]);
         let a = live.draft(&all[..=n], 5, Some(target));
         let b = fresh.draft(&all[..=n], 5, Some(target));
@@ -183,6 +184,9 @@ fn the_head_cache_after_steps_equals_a_fresh_head() {
         step += 1;
     }
     assert!(step > 8);
+    let mut windowed = Eagle::new(Arc::clone(&head));
+    windowed.observe(0, &f[..n * h]);
+    assert_eq!(windowed.draft(&all[..=n], 5, Some(target)).len(), 5);
 }
 
 #[test]

@@ -288,9 +288,19 @@ impl Backend for Cpu {
     }
 
     async fn head(&self, a: &mut CpuActs, from: usize, _experts: &mut ExpertMasks) -> Result<Vec<Vec<f32>>> {
+        let k = a.h.len() / self.hidden();
+        self.head_rows(a, from, k).await
+    }
+
+    fn head_on_demand(&self) -> bool {
+        true
+    }
+
+    async fn head_rows(&self, a: &mut CpuActs, from: usize, to: usize) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         let (hsz, vocab) = (cfg.hidden_size, cfg.vocab_size);
-        let hs = &a.h[(from * hsz).min(a.h.len())..];
+        let to = (to * hsz).min(a.h.len());
+        let hs = &a.h[(from * hsz).min(to)..to];
         let n = hs.len() / hsz;
         if n == 0 {
             return Ok(Vec::new());

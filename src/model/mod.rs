@@ -60,6 +60,16 @@ impl ForwardOut {
     }
 }
 
+/// A span that ran through every layer with its head still to run ([`Model::forward_pending_async`]).
+pub struct Pending<A> {
+    acts: A,
+    /// Every position's active experts.
+    pub experts: ExpertMasks,
+    /// Every position's features, when asked for.
+    pub features: Vec<f32>,
+    k: usize,
+}
+
 /// The decoder over a [`Backend`]: the one path from token ids to logits, the same for every
 /// backend. `Model` alone is the CPU one.
 pub struct Model<B: Backend = Cpu> {
@@ -222,9 +232,9 @@ impl<B: Backend> Model<B> {
     /// its ancestor mask (bit j set for each ancestor j and for i; node 0 is the root; parents
     /// come before children; at most 32 nodes). Each node attends to the cache and its ancestors
     /// at the position of its depth, the FFN runs over the union of the nodes' experts (each node
-    /// keeping its own; every expert in dense mode), and every node's logits come back — each equal to running its path
-    /// alone. The cache then holds every node in span order; [`SeqCache::keep_path`] keeps the
-    /// accepted path.
+    /// keeping its own; every expert in dense mode), and every node's logits come back — each
+    /// equal to running its path alone. The cache then holds every node in span order;
+    /// [`SeqCache::keep_path`] keeps the accepted path.
     pub async fn forward_tree_async(
         &self,
         cache: &mut B::Cache,
@@ -233,22 +243,59 @@ impl<B: Backend> Model<B> {
         mode: FfnMode,
         features: bool,
     ) -> Result<ForwardOut> {
+        let mut p = self.forward_pending_async(cache, ids, mode, Some(tree), features).await?;
+        let logits = if self.backend.head_on_demand() {
+            self.pending_logits(&mut p, 0, ids.len()).await?
+        } else {
+            let l = self.backend.head(&mut p.acts, 0, &mut p.experts).await?;
+            check_finite(&l)?;
+            l
+        };
+        Ok(ForwardOut { logits, experts: p.experts, features: p.features })
+    }
+
+    /// Runs a span of up to [`PREFILL_BLOCK`] tokens (a chain, or a tree as in
+    /// [`Model::forward_tree_async`]) through every layer and leaves its head for later:
+    /// [`Model::pending_logits`] computes the rows a verification reaches, so the rows after a
+    /// rejected draft are never computed. Only for backends with [`Backend::head_on_demand`]
+    /// (else the experts come back with the head: use `forward_chunk`).
+    pub async fn forward_pending_async(
+        &self,
+        cache: &mut B::Cache,
+        ids: &[u32],
+        mode: FfnMode,
+        tree: Option<&[u32]>,
+        features: bool,
+    ) -> Result<Pending<B::Acts>> {
         self.check_ids(cache, ids)?;
-        check_tree(tree, ids.len())?;
+        if ids.len() > PREFILL_BLOCK {
+            return Err(Error::InvalidInput(format!("a verified span holds at most {PREFILL_BLOCK} tokens, got {}", ids.len())));
+        }
+        if let Some(t) = tree {
+            check_tree(t, ids.len())?;
+        }
         let b = &self.backend;
         let cfg = b.config();
         let k = ids.len();
         let mut experts = ExpertMasks::new(k, cfg.num_hidden_layers, cfg.num_experts());
         let mut h = b.embed(ids)?;
         for l in 0..cfg.num_hidden_layers {
-            b.attention_tree(l, cache, &mut h, tree)?;
+            match tree {
+                Some(t) => b.attention_tree(l, cache, &mut h, t)?,
+                None => b.attention(l, cache, &mut h)?,
+            }
             b.ffn(l, mode, &mut h, &mut experts)?;
         }
         cache.advance(k);
         let features = if features { b.features(&h)? } else { Vec::new() };
-        let logits = b.head(&mut h, 0, &mut experts).await?;
-        check_finite(&logits)?;
-        Ok(ForwardOut { logits, experts, features })
+        Ok(Pending { acts: h, experts, features, k })
+    }
+
+    /// Logits of rows `from..to` of a pending span (checked finite).
+    pub async fn pending_logits(&self, p: &mut Pending<B::Acts>, from: usize, to: usize) -> Result<Vec<Vec<f32>>> {
+        let rows = self.backend.head_rows(&mut p.acts, from.min(p.k), to.min(p.k)).await?;
+        check_finite(&rows)?;
+        Ok(rows)
     }
 
     /// Runs `ids` and picks the next token greedily (after the repetition `penalty` over

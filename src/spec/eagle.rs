@@ -241,11 +241,25 @@ pub struct Eagle {
     /// The target's features, position by position (`[n, hidden]`).
     features: Vec<f32>,
     cache: HeadCache,
+    /// The target position of the head cache's first position.
+    base: usize,
+    max_catch_up: usize,
 }
+
+/// The most positions the head catches up on before a draft: after a long run without drafting
+/// (speculation switched off), it restarts from the latest ones instead of paying for them all.
+/// RoPE keeps relative offsets, so only the draft's context shortens; its exactness is the
+/// verification's.
+const MAX_CATCH_UP: usize = 32;
 
 impl Eagle {
     pub fn new(head: Arc<EagleHead>) -> Eagle {
-        Eagle { head, features: Vec::new(), cache: HeadCache::default() }
+        Eagle::with_catch_up(head, MAX_CATCH_UP)
+    }
+
+    /// A drafter that catches up on at most `max` positions before a draft (`usize::MAX`: all).
+    pub fn with_catch_up(head: Arc<EagleHead>, max: usize) -> Eagle {
+        Eagle { head, features: Vec::new(), cache: HeadCache::default(), base: 0, max_catch_up: max }
     }
 
     fn seen(&self) -> usize {
@@ -270,7 +284,7 @@ impl Drafter for Eagle {
         self.features.extend_from_slice(&features[..features.len() / h * h]);
         // Head position j reads f_j: positions from pos0 on are stale.
         let kvw = self.head.cfg.num_key_value_heads * self.head.cfg.head_dim;
-        self.cache.truncate(pos0, kvw);
+        self.cache.truncate(pos0.saturating_sub(self.base), kvw);
     }
 
     /// `context` = t_0..t_n with the target's features f_0..f_{n-1} seen: head positions up to n-1
@@ -292,8 +306,12 @@ impl Drafter for Eagle {
         let head = Arc::clone(&self.head);
         // Catch up on the verified positions in one span, keeping their keys and values; position
         // n-1 is always rerun, since only its predicted feature g_{n-1} starts the draft.
-        self.cache.truncate(n - 1, kvw);
-        let from = self.cache.len;
+        self.cache.truncate((n - 1).saturating_sub(self.base), kvw);
+        if self.base > n - 1 || n - 1 - (self.base + self.cache.len) > self.max_catch_up {
+            self.cache.truncate(0, kvw);
+            self.base = n.saturating_sub(self.max_catch_up);
+        }
+        let from = self.base + self.cache.len;
         let g = head.forward(target, &mut self.cache, &context[from + 1..=n], &self.features[from * h..n * h]);
         let mut g = g[(n - from - 1) * h..].to_vec();
         let mut logits = vec![0.0; target.vocab()];
@@ -311,7 +329,7 @@ impl Drafter for Eagle {
             }
         }
         // Drafted positions hold the head's own features: the next call starts from the real ones.
-        self.cache.truncate(n, kvw);
+        self.cache.truncate(n - self.base, kvw);
         tree
     }
 }

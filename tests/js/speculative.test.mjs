@@ -76,9 +76,10 @@ test('the draft head: loaded from the manifest, greedy eagle = greedy plain = th
   let accepted = 0;
   for (const prompt of PROMPTS) {
     const plain = await run(prompt, {});
-    for (const [speculative, draftLen, mode] of [['eagle', undefined, 'sparse'], ['eagle', 4, 'dense'], ['auto', undefined, 'sparse']]) {
-      const spec = await run(prompt, { speculative, draftLen, mode });
-      assert.deepEqual(spec.ids, plain.ids, `${speculative}/${draftLen}/${mode}: ${JSON.stringify(prompt.slice(0, 30))}`);
+    const configs = [['eagle', undefined, 'sparse', 0], ['eagle', 4, 'dense', 0], ['auto', undefined, 'sparse', 0], ['eagle', 6, 'sparse', 2], ['ngram', 6, 'sparse', 2]];
+    for (const [speculative, draftLen, mode, draftTree] of configs) {
+      const spec = await run(prompt, { speculative, draftLen, mode, draftTree });
+      assert.deepEqual(spec.ids, plain.ids, `${speculative}/${draftLen}/${mode}/tree ${draftTree}: ${JSON.stringify(prompt.slice(0, 30))}`);
       assert.deepEqual(spec.experts, plain.experts);
       const totals = spec.chunks.at(-1).stats.speculation;
       drafted += totals.drafted;
@@ -115,4 +116,5 @@ test('bad speculative options are typed errors', async () => {
   await assert.rejects(first({ speculative: 'fast' }), (e) => e.code === 'InvalidInput' && /speculative/.test(e.message));
   await assert.rejects(first({ speculative: 'ngram', draftLen: 0 }), (e) => e.code === 'InvalidInput' && /draftLen/.test(e.message));
   await assert.rejects(first({ speculative: 'ngram', draftLen: 99 }), (e) => e.code === 'InvalidInput');
+  await assert.rejects(first({ speculative: 'ngram', draftTree: 4 }), (e) => e.code === 'InvalidInput' && /draftTree/.test(e.message));
 });
