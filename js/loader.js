@@ -542,7 +542,12 @@ export async function loadModel(wasm, source, options = {}) {
       `manifest.json lists ${heads[0]} without ${DRAFT_HEAD.find((n) => n !== heads[0])}: a draft head needs both files`,
     );
   }
-  const skipHead = options.draftHead === false;
+  // Picked files without the optional draft head load without it (said in the warnings).
+  const notPicked = heads.length && src instanceof FileSource && !heads.every((n) => src.files.has(n));
+  if (notPicked && options.draftHead !== false) {
+    warnings.push('the draft head (eagle.json, eagle.safetensors) was not picked: speculative \'eagle\' is unavailable');
+  }
+  const skipHead = options.draftHead === false || notPicked;
   const names = WANTED.filter((n) => manifest.files[n] && !(skipHead && DRAFT_HEAD.includes(n)));
   const sizes = Object.fromEntries(names.map((n) => [n, Number(manifest.files[n].size)]));
   const weightBytes = sizes[WEIGHTS];

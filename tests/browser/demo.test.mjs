@@ -256,9 +256,11 @@ test('chat: a message streams a reply that matches the CLI on the ChatML prompt'
   t.diagnostic(`chat reply (${g.ids.length} tokens, ${g.finishReason}): ${JSON.stringify(g.text)}`);
 });
 
-test('speculative decoding: the same greedy text as plain, accepted drafts marked, acceptance shown', { timeout: 150_000 }, async (t) => {
+for (const drafter of ['ngram', 'eagle']) {
+test(`speculative decoding (${drafter}): the same greedy text as plain, accepted drafts marked, acceptance shown`, { timeout: 150_000 }, async (t) => {
   const plain = textGen;
-  await page.check('input[name="spec"][value="ngram"]');
+  assert.equal(await page.isEnabled(`input[name="spec"][value="${drafter}"]`), true, 'the demo model ships a draft head');
+  await page.check(`input[name="spec"][value="${drafter}"]`);
   try {
     const g = await sendPrompt(TEXT_PROMPT, { kind: 'text', mode: 'sparse', temperature: 0, maxTokens: TEXT_TOKENS });
     assert.deepEqual(g.ids, plain.ids, 'speculative greedy ids = plain greedy ids');
@@ -294,6 +296,7 @@ test('speculative decoding: the same greedy text as plain, accepted drafts marke
     await page.check('input[name="spec"][value="off"]');
   }
 });
+}
 
 test('the backend selector reloads the model; WebGPU missing is a readable error and the model stays loaded', { timeout: 150_000 }, async () => {
   await page.selectOption('#backend-choice', 'wasm');

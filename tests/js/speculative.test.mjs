@@ -82,13 +82,15 @@ test('the draft head: loaded from the manifest, greedy eagle = greedy plain = th
       assert.deepEqual(spec.ids, plain.ids, `${speculative}/${draftLen}/${mode}/tree ${draftTree}: ${JSON.stringify(prompt.slice(0, 30))}`);
       assert.deepEqual(spec.experts, plain.experts);
       const totals = spec.chunks.at(-1).stats.speculation;
-      drafted += totals.drafted;
-      accepted += totals.accepted;
+      if (speculative === 'eagle' && !draftTree) {
+        drafted += totals.drafted;
+        accepted += totals.accepted;
+      }
     }
     const cli = cliGenerateModel(DEMO, ['--prompt', prompt, '--max-new-tokens', '40', '--ignore-eos', '--speculative', 'eagle']);
     assert.deepEqual(cli.ids, plain.ids, 'the CLI with --speculative eagle');
   }
-  assert.ok(accepted > 0.3 * drafted, `the head's drafts are accepted (${accepted} of ${drafted})`);
+  assert.ok(accepted > 0.25 * drafted, `the head's chain drafts are accepted (${accepted} of ${drafted})`);
 });
 
 test('draftHead: false loads without the head; eagle is then Unsupported and auto is prompt lookup', async () => {
