@@ -266,15 +266,18 @@ impl<C: SeqCache> Stepper<C> {
         // The step's cost includes drafting (a draft head's forwards are not free).
         let t_start = clock::now_ms();
         let target = model.backend().draft_target();
-        if want > 0 && spec.tree_width > 0 && self.sampler.params().is_greedy() && model.backend().verifies_trees() {
-            let room = room.min(MAX_TREE_NODES);
+        let drafts = if want == 0 {
+            Vec::new()
+        } else if spec.tree_width > 0 && self.sampler.params().is_greedy() && model.backend().verifies_trees() {
             let mut tree = spec.drafter.draft_tree(&self.context, want, spec.tree_width, target);
-            tree.truncate(room);
+            tree.truncate(room.min(MAX_TREE_NODES));
             if !tree.is_chain() {
                 return self.step_tree(model, tok, t0, tree, t_start).await;
             }
-        }
-        let drafts = if want > 0 { spec.drafter.draft(&self.context, want, target) } else { Vec::new() };
+            tree.tokens
+        } else {
+            spec.drafter.draft(&self.context, want, target)
+        };
         let drafts = &drafts[..drafts.len().min(want)];
         let pos0 = self.cache.len();
         let mut span = Vec::with_capacity(1 + drafts.len());

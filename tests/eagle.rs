@@ -97,7 +97,7 @@ fn the_head_matches_the_pytorch_reference() {
     assert!(err <= 1e-3 * scale.max(1.0), "head logits: max abs error {err} (scale {scale})");
 
     // The chained drafts, where the reference's top-1 margin is clear of float rounding.
-    let mut eagle = Eagle::new(head);
+    let mut eagle = Eagle::with_catch_up(head, usize::MAX);
     eagle.observe(0, &f);
     let drafts = eagle.draft(&ids, 8, Some(target));
     let want: Vec<u32> = exp["drafts"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();

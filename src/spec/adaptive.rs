@@ -13,8 +13,9 @@ use super::{DraftLen, MAX_DRAFT};
 const COST_EWMA: f64 = 0.25;
 /// Per-observation decay of the acceptance counts (a memory of about 20 draft tokens).
 const ACCEPT_DECAY: f64 = 0.95;
-/// Plain steps before a short draft is tried again; doubled after each probe that accepts
-/// nothing (up to `PROBE_MAX`), so a prompt that never repeats pays for fewer and fewer probes.
+/// Plain steps before a short draft is tried again; doubled after each probe that did not pay
+/// (fewer tokens per millisecond than a plain step; up to `PROBE_MAX`), so a prompt that never
+/// repeats, or a drafter too slow for its acceptance, pays for fewer and fewer probes.
 const PROBE_EVERY: usize = 16;
 const PROBE_MAX: usize = 256;
 /// Draft length of a probe, and of the first steps before anything is measured.
@@ -119,6 +120,7 @@ impl DraftLength {
     /// Records a step: `drafted` tokens verified (0: plain), `accepted` of them, in `ms`.
     pub fn observe(&mut self, drafted: usize, accepted: usize, ms: f64) {
         let k = drafted.min(MAX_DRAFT);
+        let plain = self.cost[0];
         if ms.is_finite() && ms >= 0.0 {
             self.cost[k] = Some(match self.cost[k] {
                 Some(c) => c + COST_EWMA * (ms - c),
@@ -131,7 +133,8 @@ impl DraftLength {
         }
         self.plain_run = 0;
         if std::mem::take(&mut self.probing) {
-            self.probe_every = if accepted == 0 { (self.probe_every * 2).min(PROBE_MAX) } else { PROBE_EVERY };
+            let paid = accepted > 0 && plain.is_some_and(|c0| (1 + accepted) as f64 / ms.max(1e-9) > 1.0 / c0.max(1e-9));
+            self.probe_every = if paid { PROBE_EVERY } else { (self.probe_every * 2).min(PROBE_MAX) };
         }
         // Drafts are judged in order until the first rejection.
         let judged = (accepted + usize::from(accepted < drafted)) as f64;
@@ -177,6 +180,10 @@ mod tests {
         assert_eq!(d.choose_auto().0, 0);
         // Cheap drafts that are always wrong: off, and probed ever more rarely.
         let d = run(|k| 10.0 + k as f64, 0.0, 400);
+        assert_eq!(d.choose_auto().0, 0);
+        assert!(d.probe_every > PROBE_EVERY, "probe interval {}", d.probe_every);
+        // Often accepted, but each draft token costs two plain steps: the probes do not pay either.
+        let d = run(|k| 10.0 * (1 + 2 * k) as f64, 0.6, 600);
         assert_eq!(d.choose_auto().0, 0);
         assert!(d.probe_every > PROBE_EVERY, "probe interval {}", d.probe_every);
     }

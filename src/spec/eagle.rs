@@ -250,7 +250,7 @@ pub struct Eagle {
 /// (speculation switched off), it restarts from the latest ones instead of paying for them all.
 /// RoPE keeps relative offsets, so only the draft's context shortens; its exactness is the
 /// verification's.
-const MAX_CATCH_UP: usize = 32;
+const MAX_CATCH_UP: usize = 8;
 
 impl Eagle {
     pub fn new(head: Arc<EagleHead>) -> Eagle {
@@ -278,6 +278,7 @@ impl Drafter for Eagle {
             // A gap (positions run without features): start over from what is known.
             self.features.clear();
             self.cache.truncate(0, 1);
+            self.base = 0;
             return;
         }
         self.features.truncate(pos0 * h);
