@@ -261,42 +261,36 @@ pub fn load_dir(dir: &Path) -> Result<Package> {
         None
     };
 
-    let wpath = dir.join(WEIGHTS_FILE);
-    let mut f = open_regular(&wpath)?;
-    let len = f.metadata().map_err(|e| Error::io(&wpath, e))?.len();
-    let expected = manifest.files[WEIGHTS_FILE].size;
-    if len != expected {
-        return Err(Error::IntegrityMismatch(format!(
-            "{WEIGHTS_FILE} is {len} bytes but manifest.json records {expected}; the file is truncated or replaced — download or convert it again"
-        )));
-    }
-    // Streamed into its final buffer and hashed on the way: one copy, one pass.
-    let mut sink =
-        HostSink::new(usize::try_from(len).map_err(|_| Error::OutOfMemory("weights too large".into()))?)?;
-    fill_from(&mut sink, &mut f, 8 << 20).map_err(|e| Error::io(&wpath, e))?;
-    manifest.verify_digest(WEIGHTS_FILE, len, &sink.sha256())?;
-    let mut model = model_from_parts(&config_json, sink.into_buf())?;
+    let weights = read_listed_weights(dir, &manifest, WEIGHTS_FILE, u64::MAX)?;
+    let mut model = model_from_parts(&config_json, weights)?;
     check_dtype(&model, &manifest.dtype)?;
     if has_draft_head(&manifest)? {
         let json = read_small(dir, EAGLE_CONFIG, listed(EAGLE_CONFIG, MAX_EAGLE_CONFIG_BYTES))?;
         manifest.verify(EAGLE_CONFIG, &json)?;
         let json = String::from_utf8(json).map_err(|_| Error::InvalidCheckpoint(format!("{EAGLE_CONFIG} is not UTF-8")))?;
-        let path = dir.join(EAGLE_WEIGHTS);
-        let mut f = open_regular(&path)?;
-        let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let recorded = manifest.files[EAGLE_WEIGHTS].size;
-        if len != recorded || len > MAX_DRAFT_HEAD_BYTES {
-            return Err(Error::IntegrityMismatch(format!(
-                "{EAGLE_WEIGHTS} is {len} bytes but manifest.json records {recorded} (a draft head is at most \
-                 {MAX_DRAFT_HEAD_BYTES}); the file is truncated or replaced — download or convert it again"
-            )));
-        }
-        let mut sink = HostSink::new(len as usize)?;
-        fill_from(&mut sink, &mut f, 8 << 20).map_err(|e| Error::io(&path, e))?;
-        manifest.verify_digest(EAGLE_WEIGHTS, len, &sink.sha256())?;
-        model.set_draft_head(Some(EagleHead::new(&json, sink.into_buf(), model.config())?));
+        let weights = read_listed_weights(dir, &manifest, EAGLE_WEIGHTS, MAX_DRAFT_HEAD_BYTES)?;
+        model.set_draft_head(Some(EagleHead::new(&json, weights, model.config())?));
     }
     Ok(Package { manifest, model, tokenizer_json })
+}
+
+/// Streams the weights file `name` (at most `cap` bytes) into its final aligned buffer, hashed on
+/// the way, after checking its size against the manifest: one copy, one pass.
+#[cfg(not(target_arch = "wasm32"))]
+fn read_listed_weights(dir: &Path, manifest: &Manifest, name: &str, cap: u64) -> Result<AlignedBuf> {
+    let path = dir.join(name);
+    let mut f = open_regular(&path)?;
+    let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+    let expected = manifest.files[name].size;
+    if len != expected || len > cap {
+        return Err(Error::IntegrityMismatch(format!(
+            "{name} is {len} bytes but manifest.json records {expected}; the file is truncated or replaced — download or convert it again"
+        )));
+    }
+    let mut sink = HostSink::new(usize::try_from(len).map_err(|_| Error::OutOfMemory(format!("{name} is too large")))?)?;
+    fill_from(&mut sink, &mut f, 8 << 20).map_err(|e| Error::io(&path, e))?;
+    manifest.verify_digest(name, len, &sink.sha256())?;
+    Ok(sink.into_buf())
 }
 
 /// True when the manifest lists a draft head; its two files come together or not at all.

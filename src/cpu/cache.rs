@@ -30,24 +30,24 @@ impl KvCache {
         }
         let n = self.len;
         // Every vector holds `n` equal-sized rows, one per position.
-        let cut = |v: &mut Vec<f32>| v.truncate(v.len() / n * len);
-        for l in &mut self.layers {
-            match l {
-                LayerCache::Mla { latent, k_pe } => {
-                    cut(latent);
-                    cut(k_pe);
-                }
-                LayerCache::Gqa { k, v } => {
-                    cut(k);
-                    cut(v);
-                }
-            }
-        }
+        self.each_vec(|v| v.truncate(v.len() / n * len));
         self.len = len;
     }
     /// Forgets everything; keeps the allocations for the next sequence.
     pub fn clear(&mut self) {
         self.truncate(0);
+    }
+
+    /// `f` on every per-position vector of every layer.
+    fn each_vec(&mut self, mut f: impl FnMut(&mut Vec<f32>)) {
+        for l in &mut self.layers {
+            let (a, b) = match l {
+                LayerCache::Mla { latent, k_pe } => (latent, k_pe),
+                LayerCache::Gqa { k, v } => (k, v),
+            };
+            f(a);
+            f(b);
+        }
     }
 }
 
@@ -66,24 +66,12 @@ impl crate::backend::SeqCache for KvCache {
         if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&j| from + j >= n) {
             return false;
         }
-        let moved = |v: &mut Vec<f32>| {
+        self.each_vec(|v| {
             let row = v.len() / n.max(1);
             for (j, &src) in keep.iter().enumerate() {
                 v.copy_within((from + src) * row..(from + src + 1) * row, (from + j) * row);
             }
-        };
-        for l in &mut self.layers {
-            match l {
-                LayerCache::Mla { latent, k_pe } => {
-                    moved(latent);
-                    moved(k_pe);
-                }
-                LayerCache::Gqa { k, v } => {
-                    moved(k);
-                    moved(v);
-                }
-            }
-        }
+        });
         self.truncate(from + keep.len());
         true
     }

@@ -244,13 +244,7 @@ impl<B: Backend> Model<B> {
         features: bool,
     ) -> Result<ForwardOut> {
         let mut p = self.forward_pending_async(cache, ids, mode, Some(tree), features).await?;
-        let logits = if self.backend.head_on_demand() {
-            self.pending_logits(&mut p, 0, ids.len()).await?
-        } else {
-            let l = self.backend.head(&mut p.acts, 0, &mut p.experts).await?;
-            check_finite(&l)?;
-            l
-        };
+        let logits = self.pending_logits(&mut p, 0, ids.len()).await?;
         Ok(ForwardOut { logits, experts: p.experts, features: p.features })
     }
 
@@ -274,21 +268,9 @@ impl<B: Backend> Model<B> {
         if let Some(t) = tree {
             check_tree(t, ids.len())?;
         }
-        let b = &self.backend;
-        let cfg = b.config();
-        let k = ids.len();
-        let mut experts = ExpertMasks::new(k, cfg.num_hidden_layers, cfg.num_experts());
-        let mut h = b.embed(ids)?;
-        for l in 0..cfg.num_hidden_layers {
-            match tree {
-                Some(t) => b.attention_tree(l, cache, &mut h, t)?,
-                None => b.attention(l, cache, &mut h)?,
-            }
-            b.ffn(l, mode, &mut h, &mut experts)?;
-        }
-        cache.advance(k);
-        let features = if features { b.features(&h)? } else { Vec::new() };
-        Ok(Pending { acts: h, experts, features, k })
+        let (h, experts) = self.run_layers(cache, ids, mode, tree)?;
+        let features = if features { self.backend.features(&h)? } else { Vec::new() };
+        Ok(Pending { acts: h, experts, features, k: ids.len() })
     }
 
     /// Logits of rows `from..to` of a pending span (checked finite).
@@ -326,7 +308,7 @@ impl<B: Backend> Model<B> {
         let mut experts = ExpertMasks::default();
         let blocks = ids.len().div_ceil(PREFILL_BLOCK);
         for (b, block) in ids.chunks(PREFILL_BLOCK).enumerate() {
-            let (mut h, mut ex) = self.run_layers(cache, block, mode)?;
+            let (mut h, mut ex) = self.run_layers(cache, block, mode, None)?;
             if b + 1 < blocks {
                 self.backend.head(&mut h, block.len(), &mut ex).await?;
                 experts.extend(&ex);
@@ -346,14 +328,24 @@ impl<B: Backend> Model<B> {
 
     /// The k tokens of `ids` (already checked) through every layer: all of them go through layer
     /// l before layer l+1 (see [`Backend`] for what each step does); the cache then holds them.
-    fn run_layers(&self, cache: &mut B::Cache, ids: &[u32], mode: FfnMode) -> Result<(B::Acts, ExpertMasks)> {
+    /// With a draft `tree` (checked), each token attends to its ancestors only.
+    fn run_layers(
+        &self,
+        cache: &mut B::Cache,
+        ids: &[u32],
+        mode: FfnMode,
+        tree: Option<&[u32]>,
+    ) -> Result<(B::Acts, ExpertMasks)> {
         let b = &self.backend;
         let cfg = b.config();
         let k = ids.len();
         let mut experts = ExpertMasks::new(k, cfg.num_hidden_layers, cfg.num_experts());
         let mut h = b.embed(ids)?;
         for l in 0..cfg.num_hidden_layers {
-            b.attention(l, cache, &mut h)?;
+            match tree {
+                Some(t) => b.attention_tree(l, cache, &mut h, t)?,
+                None => b.attention(l, cache, &mut h)?,
+            }
             b.ffn(l, mode, &mut h, &mut experts)?;
         }
         cache.advance(k);
@@ -369,7 +361,7 @@ impl<B: Backend> Model<B> {
         features: bool,
     ) -> Result<ForwardOut> {
         let k = ids.len();
-        let (mut h, mut experts) = self.run_layers(cache, ids, mode)?;
+        let (mut h, mut experts) = self.run_layers(cache, ids, mode, None)?;
         let features = if features { self.backend.features(&h)? } else { Vec::new() };
         let first = match logits {
             Logits::All => 0,
